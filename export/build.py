@@ -1,0 +1,193 @@
+"""Build a bundle from a catalog: read, split, train, export, quantize, index, calibrate, evaluate.
+
+Contract: `build(config)` either publishes a complete, verified bundle at `config.out` and returns
+its manifest and a summary, or raises with nothing written at `config.out`.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from export.baseline import TfidfBaseline
+from export.bundle_writer import check_destination, finalize_manifest, publish, staging_dir
+from export.catalog import ELO7_TEXT_COLUMNS, CatalogError, LabelSpec, load_examples, label_vocabulary, read_table
+from export.drift_index import DEFAULT_K, calibrate, choose_k, fit_centroids
+from export.encoders import resolve_encoder
+from export.metrics import score, target_matrix
+from export.onnx_export import export_fp32, int8_parity, quantize_int8, torch_parity
+from export.splits import SplitSpec, split_indices
+from export.stages import StageTimer
+from export.thresholds import tune_thresholds
+from export.train import ProgressHook, TrainConfig, no_progress, train_finetune, train_frozen
+from stream_app.core.bundle import SCHEMA_VERSION, Bundle, Parity, sha256_file
+from stream_app.core.decoding import decision_matrix
+from stream_app.core.model import Categorizer, load_tokenizer
+from stream_app.core.text import TextTemplate
+
+PARITY_ROWS = 256
+
+
+@dataclass
+class BuildConfig:
+    data: Path
+    out: Path
+    text_columns: dict[str, str] = field(default_factory=lambda: dict(ELO7_TEXT_COLUMNS))
+    template: TextTemplate = field(default_factory=TextTemplate)
+    label_spec: LabelSpec = field(default_factory=LabelSpec)
+    id_column: str | None = "product_id"
+    encoder: str | None = None
+    max_tokens: int = 64
+    train: TrainConfig = field(default_factory=TrainConfig)
+    split: SplitSpec = field(default_factory=SplitSpec)
+    sample: int | None = None
+    k: int = DEFAULT_K
+    quantile: float = 0.99
+    keep_fp32: bool = False
+    lexical: bool = True
+    replace: bool = False
+
+
+@dataclass
+class BuildResult:
+    manifest: Manifest
+    summary: dict
+
+
+def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    return [e.ids for e in tokenizer.encode_batch(texts)]
+
+
+def build(config: BuildConfig, progress: ProgressHook = no_progress) -> BuildResult:
+    import torch
+
+    from export.model import CategorizerModel
+
+    check_destination(config.out, config.replace)
+    encoder_name, encoder_dir = resolve_encoder(config.encoder)
+    timer = StageTimer()
+
+    with timer.stage("read"):
+        frame = read_table(config.data)
+        if config.sample is not None and config.sample < len(frame):
+            frame = frame.sample(n=config.sample, random_state=config.train.seed).reset_index(drop=True)
+        examples = load_examples(config.data, config.text_columns, config.template, config.label_spec,
+                                 config.id_column, frame=frame)
+        labels = label_vocabulary(examples.label_sets, str(config.data))
+        sides = split_indices(examples.ids, config.split)
+        for side, rows in sides.items():
+            if len(rows) < 2:
+                raise CatalogError(f"{config.data}: the {side} split has {len(rows)} rows; use more data or larger fractions")
+        targets = target_matrix(examples.label_sets, labels).astype(np.float32)
+
+    with timer.stage("tokenize"):
+        tokenizer = load_tokenizer(encoder_dir / "tokenizer.json", config.max_tokens)
+        ids = _encode(tokenizer, examples.texts)
+
+    with timer.stage("train"):
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        model = CategorizerModel.from_pretrained(encoder_dir, len(labels), lexical=config.lexical)
+        train_ids = [ids[i] for i in sides["train"]]
+        trainer = train_frozen if config.train.mode == "frozen" else train_finetune
+        train_info = trainer(model, train_ids, targets[sides["train"]], config.train, progress)
+
+    with staging_dir(config.out) as staging:
+        fp32_path, int8_path = staging / "model.fp32.onnx", staging / "model.int8.onnx"
+        with timer.stage("export"):
+            export_fp32(model, fp32_path)
+            test_ids = [ids[i] for i in sides["test"]]
+            max_diff = torch_parity(model, fp32_path, test_ids[:PARITY_ROWS])
+        with timer.stage("quantize"):
+            quantize_int8(fp32_path, int8_path)
+            shutil.copyfile(encoder_dir / "tokenizer.json", staging / "tokenizer.json")
+
+        with timer.stage("embed"):
+            int8 = Categorizer(int8_path, staging / "tokenizer.json", config.max_tokens)
+            fp32 = Categorizer(fp32_path, staging / "tokenizer.json", config.max_tokens)
+            out = {side: int8.run_ids([ids[i] for i in rows]) for side, rows in sides.items()}
+            reference = fp32.run_ids(test_ids)
+            parity = Parity(
+                fp32_vs_torch_max_abs_diff=max_diff,
+                rows=len(test_ids),
+                **int8_parity(reference.embeddings, reference.probabilities, out["test"].embeddings, out["test"].probabilities),
+            )
+            del int8, fp32
+
+        with timer.stage("drift_index"):
+            k = choose_k(len(sides["train"]), config.k)
+            index = fit_centroids(out["train"].embeddings, k, config.train.seed)
+            index.save(staging / "centroids.faiss")
+            drift = calibrate(index, out["validation"].embeddings, out["validation"].probabilities.argmax(1),
+                              len(labels), config.quantile, n_fit=len(sides["train"]))
+
+        with timer.stage("thresholds"):
+            thresholds = tune_thresholds(out["validation"].probabilities, targets[sides["validation"]] > 0.5)
+
+        with timer.stage("evaluate"):
+            test_sets = [examples.label_sets[i] for i in sides["test"]]
+            test_probs = out["test"].probabilities
+            model_metrics = score(labels, decision_matrix(test_probs, thresholds), test_probs.argmax(1), test_sets)
+            baseline = TfidfBaseline(labels, config.train.seed).fit(
+                [examples.texts[i] for i in sides["train"]], [examples.label_sets[i] for i in sides["train"]])
+            decisions, top = baseline.decide([examples.texts[i] for i in sides["test"]])
+            baseline_metrics = score(labels, decisions, top, test_sets)
+
+        if not config.keep_fp32:
+            fp32_path.unlink()
+        label_counts = {label: int(targets[:, j].sum()) for j, label in enumerate(labels)}
+        summary = {
+            "data": str(Path(config.data).resolve()),
+            "rows_total": examples.total_rows,
+            "rows_used": len(examples),
+            "rows_skipped": examples.skipped,
+            "label_counts": label_counts,
+            "split_sizes": {side: len(rows) for side, rows in sides.items()},
+            "test_metrics": _headline(model_metrics),
+            "baseline_test_metrics": _headline(baseline_metrics),
+            "parity": parity.model_dump(),
+            "drift": {"k": drift.k, "tau": drift.tau, "quantile": drift.quantile},
+            "seconds": timer.seconds,
+        }
+        fields = dict(
+            schema_version=SCHEMA_VERSION,
+            created_at=datetime.now(timezone.utc),
+            base_encoder=encoder_name,
+            text=config.template,
+            text_columns=config.text_columns,
+            max_tokens=config.max_tokens,
+            embedding_dim=int(out["train"].embeddings.shape[1]),
+            labels=labels,
+            thresholds=thresholds,
+            fp32_model_file="model.fp32.onnx" if config.keep_fp32 else None,
+            drift=drift,
+            parity=parity,
+            metrics={"test": model_metrics, "baseline_test": baseline_metrics},
+            training={
+                "data": summary["data"],
+                "data_sha256": sha256_file(Path(config.data)),
+                "sample": config.sample,
+                "id_column": config.id_column,
+                "label_spec": config.label_spec.describe(),
+                "split": asdict(config.split),
+                "lexical_branch": config.lexical,
+                "config": asdict(config.train),
+                "result": train_info,
+                "rows_used": len(examples),
+                "rows_skipped": examples.skipped,
+                "label_counts": label_counts,
+                "split_sizes": summary["split_sizes"],
+                "seconds": timer.seconds,
+            },
+        )
+        manifest = finalize_manifest(staging, fields)
+        Bundle.load(staging)  # verify what we are about to publish
+        publish(staging, config.out)
+    return BuildResult(manifest, summary)
+
+
+def _headline(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("rows", "accuracy", "micro_f1", "macro_f1")}

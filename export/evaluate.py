@@ -1,0 +1,84 @@
+"""Evaluate a bundle on a catalog file against the TF-IDF baseline trained on the bundle's own split.
+
+Contract: `evaluate_bundle` reads the file with the bundle's text template and label spec (both
+overridable); when the file is the bundle's training catalog it scores the held-out test split
+only (the rows the bundle never trained, tuned or calibrated on), otherwise every usable row.
+The baseline is always trained on the bundle's train split of its training catalog.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+from export.baseline import TfidfBaseline
+from export.catalog import CatalogError, Examples, LabelSpec, load_examples, read_table
+from export.metrics import score
+from export.splits import SplitSpec, split_indices
+from stream_app.core.bundle import Bundle, sha256_file
+from stream_app.core.decoding import decision_matrix
+from stream_app.core.pipeline import Pipeline
+
+
+def training_examples(bundle: Bundle) -> tuple[Examples, dict[str, list[int]]]:
+    """The bundle's training catalog, re-read and re-split exactly as at build time."""
+    info = bundle.manifest.training
+    data = Path(info["data"])
+    if not data.is_file():
+        raise CatalogError(f"{data}: the bundle's training catalog is gone; the baseline cannot be trained")
+    if sha256_file(data) != info["data_sha256"]:
+        raise CatalogError(f"{data}: changed since the bundle was built (sha256 differs); its splits no longer hold")
+    frame = read_table(data)
+    if info.get("sample"):
+        frame = frame.sample(n=info["sample"], random_state=info["config"]["seed"]).reset_index(drop=True)
+    examples = load_examples(data, bundle.manifest.text_columns, bundle.manifest.text,
+                             LabelSpec.from_dict(info["label_spec"]), info["id_column"], frame=frame)
+    return examples, split_indices(examples.ids, SplitSpec(**info["split"]))
+
+
+def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_columns: dict[str, str] | None = None,
+                    label_spec: LabelSpec | None = None, id_column: str | None = None, baseline: bool = True,
+                    threads: int = 2) -> dict:
+    """Scores of the bundle (and the baseline) on `data`. `split`: auto, test or all."""
+    bundle = Bundle.load(bundle_dir)
+    manifest = bundle.manifest
+    info = manifest.training
+    same_catalog = sha256_file(Path(data)) == info.get("data_sha256")
+    use_test = split == "test" or (split == "auto" and same_catalog)
+    if split == "test" and not same_catalog:
+        raise CatalogError(f"{data}: --split test needs the bundle's training catalog ({info.get('data')})")
+
+    if use_test and text_columns is None and label_spec is None:
+        all_examples, sides = training_examples(bundle)
+        examples = all_examples.subset(sides["test"])
+    else:
+        examples = load_examples(Path(data), text_columns or manifest.text_columns, manifest.text,
+                                 label_spec or LabelSpec.from_dict(info["label_spec"]),
+                                 id_column if id_column is not None else info.get("id_column"))
+        if use_test:
+            examples = examples.subset(split_indices(examples.ids, SplitSpec(**info["split"]))["test"])
+
+    pipeline = Pipeline(bundle, threads=threads)
+    output = pipeline.run(examples.texts)
+    probs = output.probabilities
+    report = score(manifest.labels, decision_matrix(probs, manifest.thresholds), probs.argmax(1), examples.label_sets)
+    distances, _ = pipeline.centroids.search(output.embeddings)
+    report.update({
+        "bundle_version": manifest.bundle_version,
+        "data": str(data),
+        "split": "test" if use_test else "all",
+        "rows_skipped": examples.skipped,
+        "outlier_rate": float((distances > manifest.drift.tau).mean()) if len(distances) else 0.0,
+        "expected_outlier_rate": manifest.drift.expected_outlier_rate,
+    })
+    if baseline:
+        train_examples, sides = training_examples(bundle)
+        train = train_examples.subset(sides["train"])
+        model = TfidfBaseline(manifest.labels).fit(train.texts, train.label_sets)
+        decisions, top = model.decide(examples.texts)
+        report["baseline"] = score(manifest.labels, decisions, top, examples.label_sets)
+    return report
+
+
+
+__all__ = ["evaluate_bundle", "training_examples"]

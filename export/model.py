@@ -1,0 +1,93 @@
+"""The trainable categorizer (torch, build time only).
+
+One module, one graph: a pretrained transformer encoder, mean pooling, a linear head, and a lexical
+branch fed by the same `input_ids` (hashed unigram and bigram token features into a linear layer,
+fastText-style). The two branches' logits add up; each also gets its own auxiliary loss while
+training so that neither starves the other. Outputs: the L2-normalized pooled embedding and the
+sigmoid probabilities, exactly what the ONNX graph exposes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModel
+
+# A prime bucket count keeps bigram keys (a * vocab + b) spread without a real hash op in the graph.
+BIGRAM_BUCKETS = 262_139
+LEXICAL_MAX_RANK = 32
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+class LexicalBranch(nn.Module):
+    """Bag of hashed token unigrams and bigrams -> logits, normalized by sqrt(token count)."""
+
+    def __init__(self, vocab_size: int, num_labels: int, buckets: int = BIGRAM_BUCKETS) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.buckets = buckets
+        rank = num_labels if num_labels <= LEXICAL_MAX_RANK else LEXICAL_MAX_RANK
+        self.table = nn.Embedding(vocab_size + buckets, rank)
+        nn.init.zeros_(self.table.weight)
+        # Many labels: factorize through a small rank so the table stays a few MB.
+        self.project = None if rank == num_labels else nn.Linear(rank, num_labels, bias=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.to(torch.float32)
+        bigram_keys = input_ids[:, :-1] * self.vocab_size + input_ids[:, 1:]
+        bigrams = torch.remainder(bigram_keys, self.buckets) + self.vocab_size
+        bigram_mask = mask[:, :-1] * mask[:, 1:]
+        features = torch.cat([input_ids, bigrams], dim=1)
+        weights = torch.cat([mask, bigram_mask], dim=1)
+        summed = (self.table(features) * weights.unsqueeze(-1)).sum(1)
+        summed = summed / weights.sum(1, keepdim=True).clamp(min=1.0).sqrt()
+        return summed if self.project is None else self.project(summed)
+
+
+class CategorizerModel(nn.Module):
+    """Encoder + head + lexical branch. `forward` returns (embedding, probabilities)."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, vocab_size: int, lexical: bool = True, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_labels)
+        self.lexical = LexicalBranch(vocab_size, num_labels) if lexical else None
+
+    @classmethod
+    def from_pretrained(cls, encoder_dir: Path, num_labels: int, lexical: bool = True) -> CategorizerModel:
+        encoder = AutoModel.from_pretrained(str(encoder_dir), local_files_only=True)
+        return cls(encoder, num_labels, encoder.config.vocab_size, lexical=lexical)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    def branch_logits(self, pooled: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        transformer = self.head(self.dropout(pooled))
+        lexical = None if self.lexical is None else self.lexical(input_ids, attention_mask)
+        return transformer, lexical
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.pooled(input_ids, attention_mask)
+        transformer, lexical = self.branch_logits(pooled, input_ids, attention_mask)
+        logits = transformer if lexical is None else transformer + lexical
+        embedding = nn.functional.normalize(pooled, p=2, dim=1)
+        return embedding, torch.sigmoid(logits)
+
+
+def joint_loss(transformer: torch.Tensor, lexical: torch.Tensor | None, targets: torch.Tensor, aux_weight: float = 0.5
+               ) -> torch.Tensor:
+    """BCE of the summed logits plus auxiliary BCE of each branch alone (deep supervision)."""
+    bce = nn.functional.binary_cross_entropy_with_logits
+    if lexical is None:
+        return bce(transformer, targets)
+    return bce(transformer + lexical, targets) + aux_weight * (bce(transformer, targets) + bce(lexical, targets))

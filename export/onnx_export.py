@@ -1,0 +1,89 @@
+"""Export the trained model to one ONNX graph, quantize it, and measure parity.
+
+Contract: the graph has inputs `input_ids`, `attention_mask` (int64 [batch, sequence], dynamic)
+and outputs `embedding` (float32 [B, d], L2-normalized) and `probabilities` (float32 [B, C]).
+INT8 quantization is dynamic with per-channel weights: per-tensor INT8 degrades MiniLM's
+embeddings to cosine ~0.944 against fp32, per-channel keeps ~0.99.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from export.model import CategorizerModel
+from export.train import pad
+
+OPSET = 17
+
+
+class _Graph(torch.nn.Module):
+    def __init__(self, model: CategorizerModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        return self.model(input_ids, attention_mask)
+
+
+def export_fp32(model: CategorizerModel, path: Path) -> None:
+    """torch.onnx legacy exporter (faster graphs here than the dynamo export), opset 17."""
+    model.eval()
+    ids, mask = pad([[101, 2000, 2001, 102], [101, 2000, 102]])
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Graph(model),
+            (ids, mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["embedding", "probabilities"],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                "embedding": {0: "batch"},
+                "probabilities": {0: "batch"},
+            },
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(fp32_path),
+        str(int8_path),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],  # Gather of the lexical table stays fp32: it is a lookup, not compute
+    )
+
+
+@torch.no_grad()
+def torch_parity(model: CategorizerModel, onnx_path: Path, ids: Sequence[Sequence[int]], batch_size: int = 32) -> float:
+    """Max |difference| over both outputs between PyTorch and the fp32 ONNX graph on these inputs."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    model.eval()
+    for start in range(0, len(ids), batch_size):
+        input_ids, mask = pad(ids[start : start + batch_size])
+        emb_t, prob_t = model(input_ids, mask)
+        emb_o, prob_o = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()})
+        worst = max(worst, float(np.abs(emb_t.numpy() - emb_o).max()), float(np.abs(prob_t.numpy() - prob_o).max()))
+    return worst
+
+
+def int8_parity(fp32_emb: np.ndarray, fp32_prob: np.ndarray, int8_emb: np.ndarray, int8_prob: np.ndarray) -> dict[str, float]:
+    """Top-1 agreement and mean embedding cosine of INT8 against fp32 on the same rows."""
+    agreement = float((fp32_prob.argmax(1) == int8_prob.argmax(1)).mean())
+    cosine = float((fp32_emb * int8_emb).sum(1).mean())  # both L2-normalized
+    return {"int8_vs_fp32_top1_agreement": agreement, "int8_vs_fp32_embedding_cosine": cosine}

@@ -1,0 +1,173 @@
+"""Training loops: `frozen` (encoder frozen, head + lexical branch on cached pooled embeddings) and
+`finetune` (everything trains). Deterministic for a seed on this CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.model import CategorizerModel, joint_loss
+
+ProgressHook = Callable[[str, int], Callable[[int], None]]
+"""progress(description, total) -> advance(n): the CLI passes rich progress bars in."""
+
+
+def no_progress(description: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    mode: str = "finetune"  # or "frozen"
+    epochs: int = 3
+    batch_size: int = 32
+    lr_encoder: float = 5e-5
+    lr_head: float = 1e-3
+    lr_lexical: float = 2e-2
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    aux_weight: float = 0.5
+    seed: int = 13
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pad(batch: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(1, max(len(x) for x in batch))
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, seq in enumerate(batch):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random | None) -> list[list[int]]:
+    """Batches of similar length (little padding). With an rng: shuffled pools, shuffled batch order."""
+    indices = list(range(len(lengths)))
+    if rng is None:
+        indices.sort(key=lambda i: lengths[i])
+        return [indices[s : s + batch_size] for s in range(0, len(indices), batch_size)]
+    rng.shuffle(indices)
+    pool = batch_size * 50
+    batches: list[list[int]] = []
+    for s in range(0, len(indices), pool):
+        chunk = sorted(indices[s : s + pool], key=lambda i: lengths[i])
+        batches.extend(chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def pooled_embeddings(model: CategorizerModel, ids: Sequence[Sequence[int]], batch_size: int,
+                      progress: ProgressHook = no_progress, description: str = "embedding") -> torch.Tensor:
+    """Mean-pooled (unnormalized) encoder outputs, in input order."""
+    model.eval()
+    out = torch.zeros((len(ids), model.encoder.config.hidden_size))
+    advance = progress(description, len(ids))
+    for batch in length_batches([len(x) for x in ids], batch_size, None):
+        input_ids, mask = pad([ids[i] for i in batch])
+        out[batch] = model.pooled(input_ids, mask)
+        advance(len(batch))
+    return out
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+    warm = max(1, int(total_steps * warmup))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
+                 progress: ProgressHook = no_progress) -> dict[str, float]:
+    """Encoder frozen: cache pooled embeddings once, then train head and lexical branch."""
+    seed_everything(config.seed)
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    pooled = pooled_embeddings(model, ids, 64, progress, "frozen encoder: embedding train split")
+    y = torch.tensor(targets, dtype=torch.float32)
+    params = [{"params": model.head.parameters(), "lr": config.lr_head * 3}]
+    if model.lexical is not None:
+        params.append({"params": model.lexical.parameters(), "lr": config.lr_lexical})
+    optimizer = torch.optim.Adam(params)
+    rng = random.Random(config.seed)
+    lengths = [len(x) for x in ids]
+    epochs = max(config.epochs, 8)  # head-only epochs are cheap; more of them make up for the frozen encoder
+    batches_per_epoch = math.ceil(len(ids) / config.batch_size)
+    advance = progress("frozen encoder: training head + lexical branch", epochs * batches_per_epoch)
+    model.train()
+    loss_value = 0.0
+    for _ in range(epochs):
+        for batch in length_batches(lengths, config.batch_size, rng):
+            input_ids, mask = pad([ids[i] for i in batch])
+            transformer, lexical = model.branch_logits(pooled[batch], input_ids, mask)
+            loss = joint_loss(transformer, lexical, y[batch], config.aux_weight)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_value = loss.item()
+            advance(1)
+    model.eval()
+    return {"epochs": epochs, "final_loss": loss_value}
+
+
+def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
+                   progress: ProgressHook = no_progress) -> dict[str, float]:
+    """Encoder, head and lexical branch train together, with per-part learning rates."""
+    seed_everything(config.seed)
+    y = torch.tensor(targets, dtype=torch.float32)
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm")
+    encoder_decay = [p for n, p in model.encoder.named_parameters() if not any(k in n for k in no_decay)]
+    encoder_plain = [p for n, p in model.encoder.named_parameters() if any(k in n for k in no_decay)]
+    groups = [
+        {"params": encoder_decay, "lr": config.lr_encoder, "weight_decay": config.weight_decay},
+        {"params": encoder_plain, "lr": config.lr_encoder, "weight_decay": 0.0},
+        {"params": model.head.parameters(), "lr": config.lr_head, "weight_decay": 0.0},
+    ]
+    if model.lexical is not None:
+        groups.append({"params": model.lexical.parameters(), "lr": config.lr_lexical, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups)
+    rng = random.Random(config.seed)
+    lengths = [len(x) for x in ids]
+    batches_per_epoch = math.ceil(len(ids) / config.batch_size)
+    total = config.epochs * batches_per_epoch
+    scheduler = _schedule(optimizer, total, config.warmup)
+    advance = progress("fine-tuning encoder + head + lexical branch", total)
+    model.train()
+    loss_value = 0.0
+    for _ in range(config.epochs):
+        for batch in length_batches(lengths, config.batch_size, rng):
+            input_ids, mask = pad([ids[i] for i in batch])
+            pooled = model.pooled(input_ids, mask)
+            transformer, lexical = model.branch_logits(pooled, input_ids, mask)
+            loss = joint_loss(transformer, lexical, y[batch], config.aux_weight)
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            loss_value = loss.item()
+            advance(1)
+    model.eval()
+    return {"epochs": config.epochs, "final_loss": loss_value}
+
+
+def iterate_chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,41 @@
+"""Per-category thresholds -> a ranked list of categories.
+
+Contract: `decode` returns every category whose probability is at or above its threshold, ranked by
+probability (ties by label order), and always at least the top category; when nothing reaches its
+threshold the top one is returned with `above_threshold=False` so consumers can tell a confident
+decision from a best guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryScore:
+    name: str
+    score: float
+    above_threshold: bool
+
+
+def decode(probabilities: np.ndarray, labels: Sequence[str], thresholds: Sequence[float]) -> list[CategoryScore]:
+    """Decode one row of probabilities (shape [C])."""
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if probs.shape != (len(labels),) or len(thresholds) != len(labels):
+        raise ValueError(f"probabilities shape {probs.shape} does not match {len(labels)} labels/thresholds")
+    order = np.argsort(-probs, kind="stable")
+    above = probs >= np.asarray(thresholds, dtype=np.float64)
+    chosen = [int(i) for i in order if above[i]] or [int(order[0])]
+    return [CategoryScore(labels[i], float(probs[i]), bool(above[i])) for i in chosen]
+
+
+def decision_matrix(probabilities: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Vectorized decision for a batch [B, C]: the same label sets `decode` returns, as booleans."""
+    probs = np.asarray(probabilities)
+    decided = probs >= np.asarray(thresholds)[None, :]
+    top = probs.argmax(axis=1)
+    decided[np.arange(len(probs)), top] = True
+    return decided

@@ -1,0 +1,87 @@
+"""The ONNX categorizer: tokenizer + onnxruntime session, no torch.
+
+Contract: `Categorizer.run(texts)` returns L2-normalized embeddings [B, d] and sigmoid probabilities
+[B, C] in the order of `texts`. Texts are truncated to the bundle's max tokens. Inside, texts are
+sorted by token length and cut into batches so that padding stays small (padding to the batch
+maximum is the largest avoidable cost on CPU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOutput:
+    embeddings: np.ndarray  # float32 [B, d], L2-normalized
+    probabilities: np.ndarray  # float32 [B, C]
+
+
+def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
+    """The bundle's fast tokenizer with truncation on and padding off (we pad per bucket)."""
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_tokens)
+    return tokenizer
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, threads)
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+class Categorizer:
+    """Runs one exported graph. Thread-safe for concurrent `run` calls (onnxruntime sessions are)."""
+
+    def __init__(self, model_path: Path, tokenizer_path: Path, max_tokens: int, threads: int = 2, batch_size: int = 32):
+        self.tokenizer = load_tokenizer(tokenizer_path, max_tokens)
+        self.session = ort.InferenceSession(
+            str(model_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+        self.batch_size = batch_size
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        return [enc.ids for enc in self.tokenizer.encode_batch(list(texts))]
+
+    def run(self, texts: Sequence[str]) -> ModelOutput:
+        ids = self.encode(texts)
+        return self.run_ids(ids)
+
+    def run_ids(self, ids: Sequence[Sequence[int]]) -> ModelOutput:
+        """Run already-tokenized inputs (used by benchmarks to time the model alone)."""
+        count = len(ids)
+        if count == 0:
+            dim = self.session.get_outputs()[0].shape[-1]
+            labels = self.session.get_outputs()[1].shape[-1]
+            return ModelOutput(np.zeros((0, dim if isinstance(dim, int) else 0), np.float32),
+                               np.zeros((0, labels if isinstance(labels, int) else 0), np.float32))
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        embeddings: list[np.ndarray] = []
+        probabilities: list[np.ndarray] = []
+        for start in range(0, count, self.batch_size):
+            chunk = [ids[i] for i in order[start : start + self.batch_size]]
+            width = max(1, max(len(x) for x in chunk))
+            input_ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, seq in enumerate(chunk):
+                input_ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+            emb, prob = self.session.run(["embedding", "probabilities"], {"input_ids": input_ids, "attention_mask": mask})
+            embeddings.append(emb)
+            probabilities.append(prob)
+        inverse = np.empty(count, dtype=np.int64)
+        inverse[order] = np.arange(count)
+        return ModelOutput(
+            np.concatenate(embeddings)[inverse].astype(np.float32, copy=False),
+            np.concatenate(probabilities)[inverse].astype(np.float32, copy=False),
+        )
