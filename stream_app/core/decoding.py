@@ -1,9 +1,9 @@
 """Per-category thresholds -> a ranked list of categories.
 
 Contract: `decode` returns every category whose probability is at or above its threshold, ranked by
-probability (ties by label order), and always at least the top category; when nothing reaches its
-threshold the top one is returned with `above_threshold=False` so consumers can tell a confident
-decision from a best guess.
+probability (ties by label order), and always the top category first; when the top one is below its
+threshold it is marked `above_threshold=False`, so consumers can tell a confident decision from a
+best guess.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def decode(probabilities: np.ndarray, labels: Sequence[str], thresholds: Sequenc
         raise ValueError(f"probabilities shape {probs.shape} does not match {len(labels)} labels/thresholds")
     order = np.argsort(-probs, kind="stable")
     above = probs >= np.asarray(thresholds, dtype=np.float64)
-    chosen = [int(i) for i in order if above[i]] or [int(order[0])]
+    top = int(order[0])
+    chosen = [int(i) for i in order if above[i] or i == top]
     return [CategoryScore(labels[i], float(probs[i]), bool(above[i])) for i in chosen]
 
 

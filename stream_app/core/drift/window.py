@@ -12,6 +12,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(moment: datetime) -> datetime:
+    """Naive datetimes are taken as UTC, so naive and aware times of one window compare."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 class WindowBounds:
     """Accumulates offsets per partition and time bounds of the observations of one window."""
 
@@ -27,21 +32,23 @@ class WindowBounds:
 
     def add(self, obs: Observation) -> None:
         r = self._ranges.get(obs.partition)
+        event_time = _aware(obs.event_time) if obs.event_time is not None else None
+        processed_at = _aware(obs.processed_at)
         if r is None:
             self._ranges[obs.partition] = [obs.offset, obs.offset, 1]
         else:
             r[0] = min(r[0], obs.offset)
             r[1] = max(r[1], obs.offset)
             r[2] += 1
-        if obs.event_time is not None:
-            if self._first_event is None or obs.event_time < self._first_event:
-                self._first_event = obs.event_time
-            if self._last_event is None or obs.event_time > self._last_event:
-                self._last_event = obs.event_time
-        if self._first_processed is None or obs.processed_at < self._first_processed:
-            self._first_processed = obs.processed_at
-        if self._last_processed is None or obs.processed_at > self._last_processed:
-            self._last_processed = obs.processed_at
+        if event_time is not None:
+            if self._first_event is None or event_time < self._first_event:
+                self._first_event = event_time
+            if self._last_event is None or event_time > self._last_event:
+                self._last_event = event_time
+        if self._first_processed is None or processed_at < self._first_processed:
+            self._first_processed = processed_at
+        if self._last_processed is None or processed_at > self._last_processed:
+            self._last_processed = processed_at
 
     def snapshot(self) -> AlertWindow:
         if self._first_processed is None or self._last_processed is None:

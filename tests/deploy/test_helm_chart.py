@@ -1,0 +1,505 @@
+"""The Helm chart, rendered and linted offline with helm-python-sdk (Helm's Go SDK, no cluster).
+
+Rendered manifests are validated against the Kubernetes 1.31 OpenAPI schemas (kubernetes-validate,
+strict: unknown fields fail) and the KEDA objects against tests/deploy/schemas/.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from functools import lru_cache
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy._support import CHART_DIR, SCHEMAS, flatten_keys, load_json, load_yaml
+
+KUBE_VERSION = "1.31.0"
+RELEASE = "pc"
+NAMESPACE = "ml"
+FULLNAME = "pc-product-categorizer"
+
+SASL_SECRET = "kafka-scram-creds"
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "eks": load_yaml(CHART_DIR / "values-eks.yaml"),
+    "keda-sasl": {"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"existingSecret": SASL_SECRET}}},
+    "hpa": {"autoscaling": {"kind": "hpa", "minReplicas": 2, "maxReplicas": 4}},
+    "no-autoscaling": {"autoscaling": {"enabled": False}, "replicaCount": 3},
+    "networkpolicy": {
+        "networkPolicy": {"enabled": True},
+        # A private CA for TLS brokers, mounted from a Secret.
+        "kafka": {"securityProtocol": "SSL", "sslCaFile": "/etc/kafka-ca/ca.pem"},
+        "extraVolumes": [{"name": "kafka-ca", "secret": {"secretName": "kafka-ca"}}],
+        "extraVolumeMounts": [{"name": "kafka-ca", "mountPath": "/etc/kafka-ca", "readOnly": True}],
+    },
+    "bundle-volume": {
+        "bundle": {"volume": {"persistentVolumeClaim": {"claimName": "bundle-v2", "readOnly": True}}},
+        "serviceMonitor": {"enabled": True},
+        "podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": None},
+    },
+}
+# Kinds kubernetes-validate knows; the others are checked against their own schemas below.
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor"}
+
+
+@lru_cache(maxsize=1)
+def chart() -> helm.Chart:
+    return helm.Chart.load(CHART_DIR)
+
+
+@lru_cache(maxsize=None)
+def _render(name: str) -> tuple[tuple[str, str], ...]:
+    manifests = chart().render(copy.deepcopy(VALUE_SETS[name]), name=RELEASE, namespace=NAMESPACE)
+    return tuple(sorted(manifests.items()))
+
+
+def render(name: str) -> list[dict[str, Any]]:
+    """The Kubernetes objects of a value set (fresh copies: tests may mutate them)."""
+    docs: list[dict[str, Any]] = []
+    for path, text in _render(name):
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def objects(name: str, kind: str) -> list[dict[str, Any]]:
+    return [d for d in render(name) if d["kind"] == kind]
+
+
+def one(name: str, kind: str) -> dict[str, Any]:
+    found = objects(name, kind)
+    assert len(found) == 1, f"{name}: expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def worker_container(name: str) -> dict[str, Any]:
+    containers = one(name, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "worker")
+
+
+def env_by_name(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+# ---- lint and schema validation ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint_strict_has_no_warnings(name: str) -> None:
+    report = helm.lint(CHART_DIR, copy.deepcopy(VALUE_SETS[name]), strict=True, kube_version=f"v{KUBE_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert not report["errors"] and not problems, f"helm lint ({name}): {report}"
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_rendered_manifests_validate_against_kubernetes(name: str) -> None:
+    docs = render(name)
+    assert docs, f"{name}: nothing rendered"
+    for doc in docs:
+        if doc["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {KUBE_VERSION}: {exc.message}")
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_keda_objects_match_their_schema(name: str) -> None:
+    for kind, schema_file in (("ScaledObject", "keda-scaledobject.schema.json"),
+                              ("TriggerAuthentication", "keda-triggerauthentication.schema.json")):
+        validator = jsonschema.Draft202012Validator(load_json(SCHEMAS / schema_file))
+        for doc in objects(name, kind):
+            errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+            assert not errors, f"{name}: {kind} invalid: " + "; ".join(
+                f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+
+
+def test_keda_schema_catches_non_string_trigger_metadata() -> None:
+    # The classic mistake: an unquoted number in trigger metadata (KEDA wants map[string]string).
+    scaled = one("defaults", "ScaledObject")
+    scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"] = 1000
+    validator = jsonschema.Draft202012Validator(load_json(SCHEMAS / "keda-scaledobject.schema.json"))
+    assert any("lagThreshold" in map(str, e.absolute_path) for e in validator.iter_errors(scaled))
+
+
+@pytest.mark.parametrize("name", ["defaults", "eks", "hpa"])
+def test_scaling_behavior_is_a_valid_hpa_v2_behavior(name: str) -> None:
+    # KEDA copies advanced.horizontalPodAutoscalerConfig.behavior into the HPA it owns: check it
+    # with the Kubernetes autoscaling/v2 schema by wrapping it in a minimal HPA.
+    for doc in objects(name, "ScaledObject"):
+        behavior = doc["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        hpa = {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "behavior-check"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"},
+                     "maxReplicas": 2, "behavior": behavior},
+        }
+        kubernetes_validate.validate(hpa, KUBE_VERSION, strict=True)
+
+
+def test_service_monitor_scrapes_the_metrics_port() -> None:
+    monitor = one("bundle-volume", "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    service = one("bundle-volume", "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    assert not objects("defaults", "ServiceMonitor"), "ServiceMonitor must be opt-in (needs the operator CRDs)"
+
+
+# ---- values.schema.json rejects bad values with a message naming the key ------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"kafka": {"securityProtocol": "SASL_TLS"}}, "/kafka/securityProtocol"),
+        ({"kafka": {"sasl": {"password": "hunter2"}}}, "'password' not allowed"),
+        ({"kafka": {"partitions": 0}}, "/kafka/partitions"),
+        ({"kafka": {"brokers": "kafka"}}, "/kafka/brokers"),
+        ({"autoscaling": {"maxReplicas": "6"}}, "/autoscaling/maxReplicas"),
+        ({"autoscaling": {"kind": "vpa"}}, "/autoscaling/kind"),
+        ({"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+        ({"worker": {"extraSettings": {"LOG_LEVEL": "debug"}}}, "/worker/extraSettings"),
+        ({"replicas": 3}, "'replicas' not allowed"),
+        ({"image": {"digest": "latest"}}, "/image/digest"),
+    ],
+)
+def test_schema_rejects_bad_values_with_a_clear_message(values: dict[str, Any], expected: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as excinfo:
+        chart().render(values, name=RELEASE, namespace=NAMESPACE)
+    assert expected in str(excinfo.value), str(excinfo.value)
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_value_sets_pass_the_schema(name: str) -> None:
+    chart().validate_schema(copy.deepcopy(VALUE_SETS[name]))
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"autoscaling": {"maxReplicas": 12}}, "autoscaling.maxReplicas (12) exceeds kafka.partitions (6)"),
+        ({"kafka": {"partitions": 3}, "autoscaling": {"kind": "hpa"}}, "exceeds kafka.partitions (3)"),
+        ({"autoscaling": {"enabled": False}, "replicaCount": 7}, "replicaCount (7) exceeds kafka.partitions (6)"),
+        ({"autoscaling": {"minReplicas": 5, "maxReplicas": 4}}, "minReplicas (5) is greater than"),
+        ({"autoscaling": {"kind": "hpa", "minReplicas": 0}}, "only KEDA can scale to zero"),
+        ({"kafka": {"securityProtocol": "SASL_SSL"}}, "set kafka.sasl.existingSecret"),
+        ({"worker": {"extraSettings": {"STREAM_SASL_PASSWORD": "x"}}}, "looks like a credential"),
+        ({"podDisruptionBudget": {"minAvailable": 1}}, "only one of minAvailable and maxUnavailable"),
+    ],
+)
+def test_render_fails_on_inconsistent_values(values: dict[str, Any], expected: str) -> None:
+    with pytest.raises(helm.HelmRenderError) as excinfo:
+        chart().render(values, name=RELEASE, namespace=NAMESPACE)
+    assert expected in str(excinfo.value), str(excinfo.value)
+
+
+# ---- the Deployment ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_pod_is_hardened(name: str) -> None:
+    pod = one(name, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"]
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert sc.get("privileged") is not True
+    # Writable /tmp (STREAM_DATA_DIR lives there) on an emptyDir, since the root fs is read-only.
+    tmp_volume = next(v for v in pod["volumes"] if v["name"] == "tmp")
+    assert "emptyDir" in tmp_volume
+    mounts = {m["mountPath"]: m for m in worker_container(name)["volumeMounts"]}
+    assert mounts["/tmp"]["name"] == "tmp"
+    settings = one(name, "ConfigMap")["data"]
+    assert settings["STREAM_DATA_DIR"].startswith("/tmp/")
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_probes_and_port(name: str) -> None:
+    container = worker_container(name)
+    assert container["ports"] == [{"name": "http", "containerPort": 6066, "protocol": "TCP"}]
+    assert container["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    # The startup probe must leave time to load the bundle before liveness can kill the pod.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
+    assert one(name, "ConfigMap")["data"]["STREAM_WEB_PORT"] == "6066"
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_resources_are_bounded(name: str) -> None:
+    resources = worker_container(name)["resources"]
+    assert {"cpu", "memory"} <= resources["requests"].keys()
+    assert "memory" in resources["limits"]
+
+
+def test_worker_runs_the_worker_command_from_the_configured_image() -> None:
+    container = worker_container("defaults")
+    assert container["args"] == ["worker"]
+    assert container["image"] == f"product-categorizer:{chart().metadata['appVersion']}"
+    assert container["envFrom"] == [{"configMapRef": {"name": FULLNAME}}]
+    digest = "sha256:" + "a" * 64
+    rendered = chart().render({"image": {"digest": digest}}, name=RELEASE, namespace=NAMESPACE)
+    assert f"product-categorizer@{digest}" in rendered["product-categorizer/templates/deployment.yaml"]
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_topology_spread_across_zones(name: str) -> None:
+    pod_template = one(name, "Deployment")["spec"]["template"]
+    constraints = pod_template["spec"]["topologySpreadConstraints"]
+    zone = next(c for c in constraints if c["topologyKey"] == "topology.kubernetes.io/zone")
+    assert zone["labelSelector"]["matchLabels"].items() <= pod_template["metadata"]["labels"].items()
+
+
+def test_config_change_rolls_the_pods() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        text = chart().render(values, name=RELEASE, namespace=NAMESPACE)["product-categorizer/templates/deployment.yaml"]
+        return re.search(r"checksum/config: (\w+)", text).group(1)
+
+    assert checksum({}) != checksum({"worker": {"batchSize": 64}})
+    assert checksum({}) == checksum({"podLabels": {"team": "ml"}})
+
+
+def test_private_ca_is_mounted_where_the_settings_point() -> None:
+    ca_file = one("networkpolicy", "ConfigMap")["data"]["STREAM_SSL_CAFILE"]
+    mounts = worker_container("networkpolicy")["volumeMounts"]
+    assert any(ca_file.startswith(m["mountPath"] + "/") and m["name"] == "kafka-ca" for m in mounts)
+    (trigger,) = one("networkpolicy", "ScaledObject")["spec"]["triggers"]
+    assert trigger["metadata"]["tls"] == "enable"
+
+
+def test_bundle_volume_is_mounted_read_only_at_the_bundle_path() -> None:
+    pod = one("bundle-volume", "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "bundle", "persistentVolumeClaim": {"claimName": "bundle-v2", "readOnly": True}} in pod["volumes"]
+    mount = next(m for m in worker_container("bundle-volume")["volumeMounts"] if m["name"] == "bundle")
+    assert mount["readOnly"] is True
+    assert mount["mountPath"] == one("bundle-volume", "ConfigMap")["data"]["STREAM_BUNDLE_PATH"] == "/models/default"
+    assert all(v["name"] != "bundle" for v in one("defaults", "Deployment")["spec"]["template"]["spec"]["volumes"])
+
+
+# ---- settings and secrets ---------------------------------------------------------------------
+
+
+def test_configmap_holds_every_setting_as_a_string() -> None:
+    data = one("defaults", "ConfigMap")["data"]
+    expected = {
+        "STREAM_BROKERS", "STREAM_SECURITY_PROTOCOL", "STREAM_SASL_MECHANISM", "STREAM_INPUT_TOPIC",
+        "STREAM_OUTPUT_TOPIC", "STREAM_DRIFT_TOPIC", "STREAM_DLQ_TOPIC", "STREAM_PARTITIONS",
+        "STREAM_REPLICATION_FACTOR", "STREAM_GROUP_ID", "STREAM_BUNDLE_PATH", "STREAM_BATCH_SIZE",
+        "STREAM_BATCH_MAX_WAIT_MS", "STREAM_MAX_BATCHES_IN_FLIGHT", "STREAM_INFERENCE_THREADS",
+        "STREAM_MAX_MESSAGE_BYTES", "STREAM_DRIFT_WINDOW", "STREAM_DRIFT_ALPHA", "STREAM_DRIFT_RETRAIN_AFTER",
+        "STREAM_CATEGORY_MIX_ALPHA", "STREAM_DLQ_ALERT_RATIO", "STREAM_WEB_PORT", "STREAM_WEB_BIND",
+        "STREAM_LIVENESS_STALL_SECONDS", "STREAM_DATA_DIR", "STREAM_LOG_LEVEL",
+    }
+    assert expected <= data.keys(), f"missing: {sorted(expected - data.keys())}"
+    assert all(isinstance(v, str) for v in data.values())
+    # Helm keeps numbers as float64: without int64 these would render as 1e+06 and break the settings.
+    assert data["STREAM_MAX_MESSAGE_BYTES"] == "1000000"
+    assert float(data["STREAM_DRIFT_ALPHA"]) == pytest.approx(1e-6)
+
+
+def test_configmap_renders_extra_settings() -> None:
+    values = {"worker": {"extraSettings": {"STREAM_SOME_FLAG": True, "STREAM_RATIO": 0.5}}}
+    rendered = chart().render(values, name=RELEASE, namespace=NAMESPACE)["product-categorizer/templates/configmap.yaml"]
+    data = yaml.safe_load(rendered)["data"]
+    assert data["STREAM_SOME_FLAG"] == "true" and data["STREAM_RATIO"] == "0.5"
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_no_credentials_in_configmaps(name: str) -> None:
+    credential_key = re.compile(r"PASSWORD|SECRET|TOKEN|USERNAME", re.IGNORECASE)
+    for config_map in objects(name, "ConfigMap"):
+        leaked = [k for k in config_map.get("data", {}) if credential_key.search(k)]
+        assert not leaked, f"{name}: credential-like keys in ConfigMap {config_map['metadata']['name']}: {leaked}"
+    assert not objects(name, "Secret"), "the chart must not create Secrets: credentials come from an existing one"
+
+
+@pytest.mark.parametrize("name", ["keda-sasl", "eks"])
+def test_sasl_credentials_come_only_from_the_existing_secret(name: str) -> None:
+    values = chart().merge_values(copy.deepcopy(VALUE_SETS[name]))
+    sasl = values["kafka"]["sasl"]
+    env = env_by_name(worker_container(name))
+    for var, key in (("STREAM_SASL_USERNAME", sasl["usernameKey"]), ("STREAM_SASL_PASSWORD", sasl["passwordKey"])):
+        assert "value" not in env[var], f"{var} must not be a plain value"
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": sasl["existingSecret"], "key": key}
+    # KEDA's scaler authenticates with the very same Secret.
+    scaled = one(name, "ScaledObject")
+    auth = one(name, "TriggerAuthentication")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+    assert refs["username"] == {"parameter": "username", "name": sasl["existingSecret"], "key": sasl["usernameKey"]}
+    assert refs["password"] == {"parameter": "password", "name": sasl["existingSecret"], "key": sasl["passwordKey"]}
+    assert trigger["metadata"]["sasl"] == "scram_sha512"
+    assert trigger["metadata"]["tls"] == "enable"
+
+
+def test_plaintext_has_no_sasl_wiring() -> None:
+    env = env_by_name(worker_container("defaults"))
+    assert "STREAM_SASL_USERNAME" not in env and "STREAM_SASL_PASSWORD" not in env
+    assert not objects("defaults", "TriggerAuthentication")
+    (trigger,) = one("defaults", "ScaledObject")["spec"]["triggers"]
+    assert "authenticationRef" not in trigger and "sasl" not in trigger["metadata"]
+
+
+# ---- ServiceAccount, PDB, Service -------------------------------------------------------------
+
+
+def test_service_account_for_irsa() -> None:
+    account = one("eks", "ServiceAccount")
+    role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@/-]+", role), role
+    assert account["automountServiceAccountToken"] is False
+    pod = one("eks", "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    assert "annotations" not in one("defaults", "ServiceAccount")["metadata"]
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_pdb_selects_the_worker_pods(name: str) -> None:
+    pdb = one(name, "PodDisruptionBudget")
+    pod_labels = one(name, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert ("maxUnavailable" in pdb["spec"]) != ("minAvailable" in pdb["spec"])
+
+
+def test_metrics_service_targets_the_named_port() -> None:
+    service = one("defaults", "Service")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 6066, "targetPort": "http", "protocol": "TCP"}]
+    pod_labels = one("defaults", "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+# ---- autoscaling ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["defaults", "eks", "keda-sasl"])
+def test_scaled_object_scales_the_deployment_on_consumer_lag(name: str) -> None:
+    values = chart().merge_values(copy.deepcopy(VALUE_SETS[name]))
+    scaled = one(name, "ScaledObject")
+    spec = scaled["spec"]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": FULLNAME}
+    (trigger,) = spec["triggers"]
+    metadata = trigger["metadata"]
+    assert trigger["type"] == "kafka"
+    assert metadata["bootstrapServers"] == values["kafka"]["brokers"]
+    assert metadata["consumerGroup"] == values["kafka"]["groupId"] == one(name, "ConfigMap")["data"]["STREAM_GROUP_ID"]
+    assert metadata["topic"] == values["kafka"]["topics"]["input"]
+    assert metadata["lagThreshold"] == str(values["autoscaling"]["keda"]["lagThreshold"])
+    assert metadata["activationLagThreshold"] == str(values["autoscaling"]["keda"]["activationLagThreshold"])
+    assert metadata["allowIdleConsumers"] == "false"
+    assert spec["minReplicaCount"] <= spec["maxReplicaCount"] <= values["kafka"]["partitions"]
+    # The HPA owns the replica count: the Deployment must not fight it on every upgrade.
+    assert "replicas" not in one(name, "Deployment")["spec"]
+    assert not objects(name, "HorizontalPodAutoscaler"), "KEDA creates its own HPA"
+
+
+@pytest.mark.parametrize("name", ["defaults", "eks", "hpa"])
+def test_scale_down_is_slower_than_scale_up(name: str) -> None:
+    if objects(name, "ScaledObject"):
+        behavior = one(name, "ScaledObject")["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    else:
+        behavior = one(name, "HorizontalPodAutoscaler")["spec"]["behavior"]
+    down, up = behavior["scaleDown"], behavior["scaleUp"]
+    # Every scale event is a rebalance that redelivers in-flight messages: remove pods rarely.
+    assert down["stabilizationWindowSeconds"] >= 300
+    assert down["stabilizationWindowSeconds"] > up.get("stabilizationWindowSeconds", 0)
+    assert all(p["type"] == "Pods" and p["value"] == 1 for p in down["policies"])
+    assert min(p["periodSeconds"] for p in down["policies"]) >= 120
+
+
+def test_max_replicas_is_capped_by_partitions_in_the_template() -> None:
+    for values in ({"kafka": {"partitions": 4}, "autoscaling": {"maxReplicas": 4}},
+                   {"kafka": {"partitions": 12}, "autoscaling": {"maxReplicas": 9}}):
+        text = chart().render(values, name=RELEASE, namespace=NAMESPACE)["product-categorizer/templates/scaledobject.yaml"]
+        assert yaml.safe_load(text)["spec"]["maxReplicaCount"] == values["autoscaling"]["maxReplicas"]
+    template = next(t["data"] for t in chart().templates if t["name"].endswith("scaledobject.yaml"))
+    assert "min (int .Values.autoscaling.maxReplicas) (int .Values.kafka.partitions)" in template
+
+
+def test_hpa_on_cpu_when_keda_is_off() -> None:
+    hpa = one("hpa", "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"]["name"] == FULLNAME
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
+    assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 4
+    assert not objects("hpa", "ScaledObject") and not objects("hpa", "TriggerAuthentication")
+    assert "replicas" not in one("hpa", "Deployment")["spec"]
+
+
+def test_fixed_replicas_without_autoscaling() -> None:
+    assert one("no-autoscaling", "Deployment")["spec"]["replicas"] == 3
+    for kind in ("ScaledObject", "HorizontalPodAutoscaler", "TriggerAuthentication"):
+        assert not objects("no-autoscaling", kind)
+
+
+# ---- NetworkPolicy ----------------------------------------------------------------------------
+
+
+def test_network_policy_is_opt_in_and_narrow() -> None:
+    assert not objects("defaults", "NetworkPolicy")
+    policy = one("networkpolicy", "NetworkPolicy")
+    pod_labels = one("networkpolicy", "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    (ingress,) = policy["spec"]["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert {9092, 9096, 53} <= egress_ports
+    eks = one("eks", "NetworkPolicy")
+    assert {p["port"] for p in eks["spec"]["egress"][0]["ports"]} == {9096}
+
+
+# ---- values-eks.yaml and the README -----------------------------------------------------------
+
+
+def test_eks_example_uses_ecr_msk_scram_tls() -> None:
+    values = VALUE_SETS["eks"]
+    assert re.fullmatch(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/product-categorizer", values["image"]["repository"])
+    brokers = values["kafka"]["brokers"].split(",")
+    assert len(brokers) >= 2 and all(b.endswith(":9096") and ".kafka." in b for b in brokers)
+    assert values["kafka"]["securityProtocol"] == "SASL_SSL"
+    assert values["kafka"]["saslMechanism"] == "SCRAM-SHA-512"
+    assert worker_container("eks")["image"].startswith(values["image"]["repository"] + ":")
+    assert one("eks", "ScaledObject")["spec"]["maxReplicaCount"] == values["kafka"]["partitions"]
+
+
+def test_readme_documents_every_value() -> None:
+    readme = (CHART_DIR / "README.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
+    keys = set(flatten_keys(load_yaml(CHART_DIR / "values.yaml")))
+    assert not keys - documented, f"values not documented in helm/product-categorizer/README.md: {sorted(keys - documented)}"
+    assert not documented - keys, f"README documents values that do not exist: {sorted(documented - keys)}"
+
+
+def test_schema_covers_every_value() -> None:
+    schema = load_json(CHART_DIR / "values.schema.json")
+
+    def walk(tree: dict[str, Any], node: dict[str, Any], path: str) -> None:
+        for key, value in tree.items():
+            props = node.get("properties", {})
+            assert key in props, f"values.schema.json has no entry for {path}{key}"
+            if isinstance(value, dict) and props[key].get("properties"):
+                walk(value, props[key], f"{path}{key}.")
+
+    walk(load_yaml(CHART_DIR / "values.yaml"), schema, "")
+    assert schema["additionalProperties"] is False

@@ -1,0 +1,87 @@
+"""The runtime path (load, tokenize, predict, drift) works without torch, and matches PyTorch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.fixtures.bundle import ROOT
+
+PROBE = """
+import json, sys
+from stream_app.core.bundle import Bundle
+from stream_app.core.pipeline import Pipeline
+bundle = Bundle.load(sys.argv[1])
+preds = Pipeline(bundle, threads=1).predict(["Caneca personalizada | caneca porcelana", "Body bebê | body menino"])
+print(json.dumps({"torch": "torch" in sys.modules, "transformers": "transformers" in sys.modules,
+                  "tops": [p.top_category for p in preds]}))
+"""
+
+
+def test_runtime_path_imports_no_torch(test_bundle: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", PROBE, str(test_bundle)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    assert probe["torch"] is False and probe["transformers"] is False
+    assert probe["tops"][1] == "Bebê"
+
+
+def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
+    """Export a model with random head and lexical weights and compare both outputs with PyTorch."""
+    import torch
+
+    from export.encoders import default_encoder_dir
+    from export.model import CategorizerModel
+    from export.onnx_export import export_fp32, torch_parity
+    from stream_app.core.model import load_tokenizer
+
+    torch.manual_seed(0)
+    encoder_dir = default_encoder_dir()
+    model = CategorizerModel.from_pretrained(encoder_dir, num_labels=5)
+    torch.nn.init.normal_(model.lexical.table.weight, std=0.5)  # zeros at init would hide a broken branch
+    path = tmp_path / "model.onnx"
+    export_fp32(model, path)
+    tokenizer = load_tokenizer(encoder_dir / "tokenizer.json", 64)
+    ids = [e.ids for e in tokenizer.encode_batch(["a", "Caneca personalizada | caneca", "x " * 80, "Body | bebê body"])]
+    assert torch_parity(model, path, ids, batch_size=4) < 1e-4
+
+
+def test_int8_graph_agrees_with_fp32(test_bundle: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from stream_app.core.bundle import Bundle
+    from stream_app.core.model import Categorizer
+
+    bundle = Bundle.load(test_bundle)
+    fp32 = Categorizer(bundle.fp32_model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
+    int8 = Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
+    texts = ["Kit festa infantil | festa kit", "Colar de prata | colar prata pingente", "Quadro decorativo | quadro sala"]
+    a, b = fp32.run(texts), int8.run(texts)
+    assert np.allclose(np.linalg.norm(a.embeddings, axis=1), 1, atol=1e-4)
+    assert (a.probabilities.argmax(1) == b.probabilities.argmax(1)).all()
+    assert float((a.embeddings * b.embeddings).sum(1).min()) > 0.97
+    graph = onnx.load(str(bundle.fp32_model_path)).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in graph.output] == ["embedding", "probabilities"]
+    session = ort.InferenceSession(str(bundle.model_path))
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    assert all(isinstance(d, str) for d in shapes["input_ids"]), "batch and sequence must be dynamic"
+
+
+def test_predictions_keep_input_order(test_bundle: Path) -> None:
+    """Length bucketing sorts internally; results must come back in the caller's order."""
+    from stream_app.core.bundle import Bundle
+    from stream_app.core.pipeline import Pipeline
+
+    pipeline = Pipeline(Bundle.load(test_bundle), threads=1, batch_size=2)
+    texts = ["Body bebê | body", "x " * 60, "Colar | colar prata", "a"]
+    batched = pipeline.run(texts)
+    for i, text in enumerate(texts):
+        single = pipeline.run([text])
+        assert np.allclose(single.probabilities[0], batched.probabilities[i], atol=1e-5)
+    assert pipeline.predict([]) == []
