@@ -50,6 +50,7 @@ class BuildConfig:
     keep_fp32: bool = False
     lexical: bool = True
     replace: bool = False
+    torch_checkpoint: Path | None = None
 
 
 @dataclass
@@ -94,6 +95,8 @@ def build(config: BuildConfig, progress: ProgressHook = no_progress) -> BuildRes
         train_ids = [ids[i] for i in sides["train"]]
         trainer = train_frozen if config.train.mode == "frozen" else train_finetune
         train_info = trainer(model, train_ids, targets[sides["train"]], config.train, progress)
+        if config.torch_checkpoint is not None:
+            save_checkpoint(model, encoder_dir, config.torch_checkpoint, labels, config.max_tokens)
 
     with staging_dir(config.out) as staging:
         fp32_path, int8_path = staging / "model.fp32.onnx", staging / "model.int8.onnx"
@@ -187,6 +190,23 @@ def build(config: BuildConfig, progress: ProgressHook = no_progress) -> BuildRes
         Bundle.load(staging)  # verify what we are about to publish
         publish(staging, config.out)
     return BuildResult(manifest, summary)
+
+
+def save_checkpoint(model, encoder_dir: Path, folder: Path, labels: list[str], max_tokens: int) -> None:
+    """The trained weights in PyTorch form: HF encoder folder + head/lexical state (not part of the bundle)."""
+    import json
+
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(str(folder / "encoder"))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (encoder_dir / name).is_file():
+            shutil.copyfile(encoder_dir / name, folder / "encoder" / name)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+    torch.save(state, folder / "categorizer_head.pt")
+    (folder / "labels.json").write_text(json.dumps({"labels": labels, "max_tokens": max_tokens,
+                                                    "lexical": model.lexical is not None}, ensure_ascii=False))
 
 
 def _headline(metrics: dict) -> dict:

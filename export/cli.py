@@ -84,6 +84,7 @@ def train(
     quantile: float = typer.Option(0.99, min=0.5, max=0.99999, help="tau = this quantile of validation distances"),
     keep_fp32: bool = typer.Option(False, help="also keep the fp32 ONNX model in the bundle"),
     replace: bool = typer.Option(False, help="replace an existing bundle at --out"),
+    torch_checkpoint: Optional[Path] = typer.Option(None, help="also save the trained PyTorch weights here (benchmarks' naive baseline)"),
 ) -> None:
     """Train a categorizer on a catalog and write a verified bundle."""
     from export.build import BuildConfig, build
@@ -106,7 +107,7 @@ def train(
         train=TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, lr_encoder=lr_encoder,
                           lr_head=lr_head, lr_lexical=lr_lexical, seed=seed),
         split=SplitSpec(seed=seed, validation=validation, test=test), sample=sample, k=k, quantile=quantile,
-        keep_fp32=keep_fp32, lexical=not no_lexical, replace=replace,
+        keep_fp32=keep_fp32, lexical=not no_lexical, replace=replace, torch_checkpoint=torch_checkpoint,
     )
     progress, hook = _progress()
     started = time.perf_counter()
@@ -182,6 +183,10 @@ def evaluate(
     for name, m in lines:
         print(f"{name:32s} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}")
     print(f"outlier rate {report['outlier_rate']:.4f} (expected {report['expected_outlier_rate']:.4f})")
+    if "drift_false_alarms" in report:
+        fa = report["drift_false_alarms"]
+        print(f"drift false alarms on resampled held-out rows: {fa['per_100k']:.3f} per 100k messages "
+              f"({fa['embedding_alarms']} embedding + {fa['category_alarms']} category-mix in {fa['windows']} windows)")
     if report["unknown_labels"]:
         print(f"labels unknown to the bundle (scored as misses): {report['unknown_labels']} "
               f"in {report['rows_with_unknown_label']} rows", file=sys.stderr)

@@ -17,6 +17,8 @@ from export.metrics import score
 from export.splits import SplitSpec, split_indices
 from stream_app.core.bundle import Bundle, sha256_file
 from stream_app.core.decoding import decision_matrix
+from stream_app.core.drift import DEFAULT_WINDOW
+from stream_app.core.drift.false_alarms import simulate_false_alarms
 from stream_app.core.pipeline import Pipeline
 
 
@@ -63,14 +65,22 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
     probs = output.probabilities
     report = score(manifest.labels, decision_matrix(probs, manifest.thresholds), probs.argmax(1), examples.label_sets)
     distances, _ = pipeline.centroids.search(output.embeddings)
+    outliers = distances > manifest.drift.tau
     report.update({
         "bundle_version": manifest.bundle_version,
         "data": str(data),
         "split": "test" if use_test else "all",
         "rows_skipped": examples.skipped,
-        "outlier_rate": float((distances > manifest.drift.tau).mean()) if len(distances) else 0.0,
+        "outlier_rate": float(outliers.mean()) if len(distances) else 0.0,
         "expected_outlier_rate": manifest.drift.expected_outlier_rate,
     })
+    if use_test and len(distances) >= DEFAULT_WINDOW:
+        # Held-out in-distribution rows, resampled into a 1M-message stream through the default detectors.
+        alarms = simulate_false_alarms(outliers, probs.argmax(1), DEFAULT_WINDOW, manifest.drift.expected_outlier_rate,
+                                       category_share=manifest.drift.category_share)
+        report["drift_false_alarms"] = {"messages": alarms.messages, "windows": alarms.windows,
+                                        "embedding_alarms": alarms.embedding_alarms,
+                                        "category_alarms": alarms.category_alarms, "per_100k": alarms.per_100k}
     if baseline:
         train_examples, sides = training_examples(bundle)
         train = train_examples.subset(sides["train"])

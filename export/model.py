@@ -33,7 +33,9 @@ class LexicalBranch(nn.Module):
         self.vocab_size = vocab_size
         self.buckets = buckets
         rank = num_labels if num_labels <= LEXICAL_MAX_RANK else LEXICAL_MAX_RANK
-        self.table = nn.Embedding(vocab_size + buckets, rank)
+        # sparse: each step touches a few hundred rows of a ~300k-row table; dense Adam over all of it
+        # would dominate training time.
+        self.table = nn.Embedding(vocab_size + buckets, rank, sparse=True)
         nn.init.zeros_(self.table.weight)
         # Many labels: factorize through a small rank so the table stays a few MB.
         self.project = None if rank == num_labels else nn.Linear(rank, num_labels, bias=False)

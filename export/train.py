@@ -103,9 +103,9 @@ def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets:
     pooled = pooled_embeddings(model, ids, 64, progress, "frozen encoder: embedding train split")
     y = torch.tensor(targets, dtype=torch.float32)
     params = [{"params": model.head.parameters(), "lr": config.lr_head * 3}]
-    if model.lexical is not None:
-        params.append({"params": model.lexical.parameters(), "lr": config.lr_lexical})
-    optimizer = torch.optim.Adam(params)
+    if model.lexical is not None and model.lexical.project is not None:
+        params.append({"params": model.lexical.project.parameters(), "lr": config.lr_lexical})
+    optimizers = [torch.optim.Adam(params), *_sparse_optimizer(model, config)]
     rng = random.Random(config.seed)
     lengths = [len(x) for x in ids]
     epochs = max(config.epochs, 8)  # head-only epochs are cheap; more of them make up for the frozen encoder
@@ -118,13 +118,22 @@ def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets:
             input_ids, mask = pad([ids[i] for i in batch])
             transformer, lexical = model.branch_logits(pooled[batch], input_ids, mask)
             loss = joint_loss(transformer, lexical, y[batch], config.aux_weight)
-            optimizer.zero_grad()
+            for optimizer in optimizers:
+                optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
+            for optimizer in optimizers:
+                optimizer.step()
             loss_value = loss.item()
             advance(1)
     model.eval()
     return {"epochs": epochs, "final_loss": loss_value}
+
+
+def _sparse_optimizer(model: CategorizerModel, config: TrainConfig) -> list[torch.optim.Optimizer]:
+    """SparseAdam for the lexical table (its gradients are sparse rows)."""
+    if model.lexical is None:
+        return []
+    return [torch.optim.SparseAdam(list(model.lexical.table.parameters()), lr=config.lr_lexical)]
 
 
 def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
@@ -138,11 +147,13 @@ def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], target
     groups = [
         {"params": encoder_decay, "lr": config.lr_encoder, "weight_decay": config.weight_decay},
         {"params": encoder_plain, "lr": config.lr_encoder, "weight_decay": 0.0},
-        {"params": model.head.parameters(), "lr": config.lr_head, "weight_decay": 0.0},
+        {"params": list(model.head.parameters()), "lr": config.lr_head, "weight_decay": 0.0},
     ]
-    if model.lexical is not None:
-        groups.append({"params": model.lexical.parameters(), "lr": config.lr_lexical, "weight_decay": 0.0})
+    if model.lexical is not None and model.lexical.project is not None:
+        groups.append({"params": list(model.lexical.project.parameters()), "lr": config.lr_lexical, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups)
+    sparse = _sparse_optimizer(model, config)
+    dense_params = [p for g in groups for p in g["params"]]
     rng = random.Random(config.seed)
     lengths = [len(x) for x in ids]
     batches_per_epoch = math.ceil(len(ids) / config.batch_size)
@@ -158,10 +169,14 @@ def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], target
             transformer, lexical = model.branch_logits(pooled, input_ids, mask)
             loss = joint_loss(transformer, lexical, y[batch], config.aux_weight)
             optimizer.zero_grad()
+            for extra in sparse:
+                extra.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            nn.utils.clip_grad_norm_(dense_params, 1.0)
             optimizer.step()
             scheduler.step()
+            for extra in sparse:
+                extra.step()
             loss_value = loss.item()
             advance(1)
     model.eval()
