@@ -15,15 +15,14 @@ import numpy as np
 
 from export.baseline import TfidfBaseline
 from export.bundle_writer import check_destination, finalize_manifest, publish, staging_dir
+from export.config import ProgressHook, TrainConfig, no_progress
 from export.catalog import ELO7_TEXT_COLUMNS, CatalogError, LabelSpec, load_examples, label_vocabulary, read_table
 from export.drift_index import DEFAULT_K, calibrate, choose_k, fit_centroids
 from export.encoders import resolve_encoder
 from export.metrics import score, target_matrix
-from export.onnx_export import export_fp32, int8_parity, quantize_int8, torch_parity
 from export.splits import SplitSpec, split_indices
 from export.stages import StageTimer
 from export.thresholds import tune_thresholds
-from export.train import ProgressHook, TrainConfig, no_progress, train_finetune, train_frozen
 from stream_app.core.bundle import SCHEMA_VERSION, Bundle, Parity, sha256_file
 from stream_app.core.decoding import decision_matrix
 from stream_app.core.model import Categorizer, load_tokenizer
@@ -63,11 +62,7 @@ def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in tokenizer.encode_batch(texts)]
 
 
-def build(config: BuildConfig, progress: ProgressHook = no_progress) -> BuildResult:
-    import torch
-
-    from export.model import CategorizerModel
-
+def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildResult:
     check_destination(config.out, config.replace)
     encoder_name, encoder_dir = resolve_encoder(config.encoder)
     timer = StageTimer()
@@ -89,8 +84,13 @@ def build(config: BuildConfig, progress: ProgressHook = no_progress) -> BuildRes
         tokenizer = load_tokenizer(encoder_dir / "tokenizer.json", config.max_tokens)
         ids = _encode(tokenizer, examples.texts)
 
+    # torch is imported only now, so that bad input fails in a second, not after the torch import.
+    from export.model import CategorizerModel
+    from export.onnx_export import export_fp32, int8_parity, quantize_int8, torch_parity
+    from export.train import train_finetune, train_frozen
+
+    progress = progress or no_progress
     with timer.stage("train"):
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         model = CategorizerModel.from_pretrained(encoder_dir, len(labels), lexical=config.lexical)
         train_ids = [ids[i] for i in sides["train"]]
         trainer = train_frozen if config.train.mode == "frozen" else train_finetune

@@ -89,7 +89,7 @@ def train(
     """Train a categorizer on a catalog and write a verified bundle."""
     from export.build import BuildConfig, build
     from export.splits import SplitSpec
-    from export.train import TrainConfig
+    from export.config import TrainConfig
     from stream_app.core.text import TextTemplate
 
     if mode not in ("finetune", "frozen"):

@@ -6,36 +6,14 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from export.config import ProgressHook, TrainConfig, no_progress
 from export.model import CategorizerModel, joint_loss
-
-ProgressHook = Callable[[str, int], Callable[[int], None]]
-"""progress(description, total) -> advance(n): the CLI passes rich progress bars in."""
-
-
-def no_progress(description: str, total: int) -> Callable[[int], None]:
-    return lambda n: None
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    mode: str = "finetune"  # or "frozen"
-    epochs: int = 3
-    batch_size: int = 32
-    lr_encoder: float = 5e-5
-    lr_head: float = 1e-3
-    lr_lexical: float = 2e-2
-    weight_decay: float = 0.01
-    warmup: float = 0.06
-    aux_weight: float = 0.5
-    seed: int = 13
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -53,12 +53,13 @@ def test_empty_file_single_category_and_no_labels(tmp_path: Path) -> None:
     empty.write_text("")
     assert_fails_naming(run_export("train", "--data", str(empty), "--out", str(tmp_path / "b"), "--mode", "frozen"),
                         "empty.csv", "empty")
+    title_only = ("--text-column", "title=title", "--template-fields", "title")
     one = small_catalog(tmp_path, product_id=range(30), title=[f"t{i}" for i in range(30)], category=["x"] * 30)
-    assert_fails_naming(run_export("train", "--data", str(one), "--out", str(tmp_path / "b"), "--mode", "frozen"),
-                        "1 distinct label")
+    assert_fails_naming(run_export("train", "--data", str(one), "--out", str(tmp_path / "b"), "--mode", "frozen",
+                                   *title_only), "1 distinct label")
     none = small_catalog(tmp_path, product_id=range(3), title=["a", "b", "c"], category=[None] * 3)
-    assert_fails_naming(run_export("train", "--data", str(none), "--out", str(tmp_path / "b"), "--mode", "frozen"),
-                        "no usable rows", "category")
+    assert_fails_naming(run_export("train", "--data", str(none), "--out", str(tmp_path / "b"), "--mode", "frozen",
+                                   *title_only), "no usable rows", "category")
     assert not (tmp_path / "b").exists()
 
 

@@ -1,0 +1,162 @@
+"""End-to-end stages through the broker: pre-produce, throughput, latency.
+
+Contract:
+* `preproduce(broker, topic, products)` writes one ``products`` event per product (key =
+  product_id) and returns only when the broker acknowledged all of them.
+* `measure_throughput(collector, worker, n, batch_size)` waits until ``n`` distinct keys reached
+  the output topic and computes texts/s from the receive times, excluding start-up: the clock
+  starts when the first micro-batch has been received (the receive time of the ``batch_size``-th
+  output) and the count is the outputs after it: ``(n - b) / (t[n-1] - t[b-1])``.
+* `measure_latency(...)` produces fresh events at ``rate`` per second for ``duration`` s with
+  ``event_time`` = send time (epoch ms) and returns percentiles of receive time - send time (what a
+  downstream consumer sees) and of ``processed_at - event_time`` (what the worker stamps).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from confluent_kafka import KafkaError, Producer
+
+from benchmarks.data import Product, event_bytes
+from benchmarks.worker import BenchmarkError, OutputCollector, WorkerProcess
+from stream_app.kafka.config import client_config, producer_config
+from stream_app.tools.produce import TokenBucket
+
+
+def _producer(broker: str, **overrides: Any) -> Producer:
+    return Producer(producer_config(client_config(broker), **overrides))
+
+
+def preproduce(broker: str, topic: str, products: Sequence[Product], timeout: float = 60.0) -> float:
+    """Produce every product to ``topic``; returns the seconds it took. Raises on any failed delivery."""
+    producer = _producer(broker)
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    start = time.perf_counter()
+    for product in products:
+        while True:
+            try:
+                producer.produce(topic, key=product.product_id.encode(), value=event_bytes(product),
+                                 on_delivery=on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                producer.poll(0.1)
+        producer.poll(0)
+    remaining = producer.flush(timeout)
+    if remaining or errors:
+        raise BenchmarkError(f"pre-produce to {topic}: {remaining} undelivered, {len(errors)} failed "
+                             f"{errors[:1]}")
+    return time.perf_counter() - start
+
+
+def rate_from_times(times: Sequence[float], n: int, skip: int) -> float:
+    """Messages/s over the first ``n`` receive times, the clock starting at the ``skip``-th one."""
+    ordered = sorted(times)[:n]
+    skip = max(1, min(skip, n - 1))
+    span = ordered[n - 1] - ordered[skip - 1]
+    return (n - skip) / span if span > 0 else float("nan")
+
+
+@dataclass
+class ThroughputResult:
+    messages: int
+    tps: float  # texts/s, start-up excluded
+    seconds: float  # first batch received -> n-th output received
+    startup_s: float  # worker process start -> first output received (model load, group join, ...)
+
+
+def measure_throughput(collector: OutputCollector, worker: WorkerProcess, started_at: float, n: int,
+                       batch_size: int, timeout: float) -> ThroughputResult:
+    """Wait for ``n`` distinct outputs (``started_at``: time.time() when the worker was launched)."""
+    if not collector.wait_for(n, timeout, worker):
+        raise BenchmarkError(f"only {collector.count()} of {n} outputs on {collector.topic} after {timeout:.0f} s;"
+                             f" worker log tail:\n{worker.tail()}")
+    times = sorted(collector.snapshot().values())
+    tps = rate_from_times(times, n, batch_size)
+    return ThroughputResult(n, tps, times[n - 1] - times[min(batch_size, n - 1) - 1], times[0] - started_at)
+
+
+@dataclass
+class LatencyResult:
+    rate: float  # target messages/s
+    achieved_rate: float
+    duration_s: float
+    sent: int
+    received: int
+    receive_p50_ms: float  # receive time - send time
+    receive_p99_ms: float
+    receive_max_ms: float
+    processed_p50_ms: float  # processed_at - event_time (worker's own stamp)
+    processed_p99_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ms(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def measure_latency(broker: str, topic: str, collector: OutputCollector, worker: WorkerProcess,
+                    products: Sequence[Product], rate: float, duration: float,
+                    drain_timeout: float = 60.0) -> LatencyResult:
+    """Paced production of fresh keys (``lat-<i>``) while the collector records receive times."""
+    # linger.ms=0: the producer must not add its own batching delay to the latency under test.
+    producer = _producer(broker, **{"linger.ms": 0})
+    bucket = TokenBucket(rate)
+    sent: dict[bytes, float] = {}
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < duration:
+        bucket.acquire()
+        product = products[i % len(products)]
+        key = f"lat-{i}"
+        now = time.time()
+        producer.produce(topic, key=key.encode(), on_delivery=on_delivery,
+                         value=event_bytes(product, product_id=key, event_time_ms=int(now * 1000)))
+        sent[key.encode()] = now
+        producer.poll(0)
+        i += 1
+        if i % 200 == 0:
+            worker.check_alive()
+    elapsed = time.monotonic() - start
+    if producer.flush(30) or errors:
+        raise BenchmarkError(f"latency stage: delivery to {topic} failed: {errors[:1]}")
+    collector.wait_for(set(sent), drain_timeout, worker)
+    seen = collector.snapshot()
+    receive_ms = [(seen[k] - t) * 1000 for k, t in sent.items() if k in seen]
+    processed_ms = []
+    for key in sent:
+        if key in seen:
+            doc = collector.value_json(key)
+            if doc.get("event_time") and doc.get("processed_at"):
+                delta = datetime.fromisoformat(doc["processed_at"]) - datetime.fromisoformat(doc["event_time"])
+                processed_ms.append(delta.total_seconds() * 1000)
+    return LatencyResult(
+        rate=rate,
+        achieved_rate=len(sent) / elapsed,
+        duration_s=elapsed,
+        sent=len(sent),
+        received=len(receive_ms),
+        receive_p50_ms=_ms(receive_ms, 50),
+        receive_p99_ms=_ms(receive_ms, 99),
+        receive_max_ms=max(receive_ms) if receive_ms else float("nan"),
+        processed_p50_ms=_ms(processed_ms, 50),
+        processed_p99_ms=_ms(processed_ms, 99),
+    )

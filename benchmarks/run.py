@@ -1,0 +1,363 @@
+"""``python -m benchmarks.run``: every benchmark figure of the service in one run (``make bench``).
+
+Usage::
+
+    python -m benchmarks.run --bundle models/default --broker 127.0.0.1:9092 \\
+        [--torch-checkpoint DIR] [--messages 5000] [--naive-messages 500] [--quick]
+
+Contract: the broker at ``--broker`` must be running (``make bench`` starts it). The run creates
+its own uniquely named topics, starts and stops its own worker and naive-baseline subprocesses
+(also on errors and Ctrl-C), prints a rich table and writes every figure, the configuration and
+the machine's load to ``bench-results/<timestamp>.json``. Stages, in order:
+
+1. bundle size; 2. model-only (sorted, arrival-order, Pipeline.predict, batch 1);
+3. end-to-end throughput of the real worker over ``--messages`` pre-produced Elo7 products;
+4. latency at half that rate for ``--latency-seconds``; 5. worker memory (VmRSS/VmHWM);
+6. model-only sorted again (brackets the end-to-end run on this noisy machine);
+7. the naive PyTorch loop over ``--naive-messages`` of the same products.
+
+Nothing is asserted: the targets (end to end >= 0.85 x model-only, >= 5 x naive) are reported
+as met or not. Exit code 0 when every stage ran, 1 when a stage failed (the JSON still records
+what was measured and the error).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.request
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.data import ROOT, elo7_path, load_products, render_texts
+from benchmarks.e2e import measure_latency, measure_throughput, preproduce, rate_from_times
+from benchmarks.model_only import measure_model_only, measure_sorted_tps
+from benchmarks.worker import (
+    BenchmarkError,
+    BenchTopics,
+    OutputCollector,
+    WorkerProcess,
+    die_with_parent,
+    free_port,
+    process_memory_mb,
+    worker_env,
+)
+from stream_app.broker import is_ready
+from stream_app.core.bundle import Bundle, BundleError
+
+E2E_TARGET = 0.85  # end-to-end / model-only (sorted)
+NAIVE_TARGET = 5.0  # end-to-end / naive
+# Wide enough for the table when the output is a pipe or a log file (rich assumes 80 columns there).
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def bundle_sizes(path: Path) -> dict[str, float]:
+    """File name -> size in MB (10^6 bytes) of every file of the bundle directory."""
+    return {p.name: p.stat().st_size / 1e6 for p in sorted(path.iterdir()) if p.is_file()}
+
+
+def default_checkpoint(bundle: Path) -> Path:
+    """``models/default`` -> ``models/default-torch`` (where ``make model`` puts the PyTorch weights)."""
+    resolved = bundle.resolve()
+    return resolved.with_name(resolved.name + "-torch")
+
+
+def worker_batch_stats(port: int) -> dict[str, float] | None:
+    """Mean micro-batch size from the worker's /metrics (best effort; None if unavailable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("stream_batch_size_sum", "stream_batch_size_count",
+                     "stream_inference_seconds_sum", "stream_inference_seconds_count"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[-1])
+    if not values.get("stream_batch_size_count"):
+        return None
+    out = {"batches": values["stream_batch_size_count"],
+           "mean_batch_size": values["stream_batch_size_sum"] / values["stream_batch_size_count"]}
+    if values.get("stream_inference_seconds_count"):
+        out["inference_s_total"] = values["stream_inference_seconds_sum"]
+    return out
+
+
+def run_naive(broker: str, topics: BenchTopics, checkpoint: Path, messages: int, threads: int,
+              separator: str, partitions: int, workdir: Path) -> dict[str, Any]:
+    """Run benchmarks.naive as a subprocess and time its outputs from outside, like the worker's."""
+    result_path = workdir / "naive.json"
+    log_path = workdir / "naive.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    timeout = 120.0 + messages / 2.0  # generous: the baseline may run at a few messages/s here
+    collector = OutputCollector(broker, topics.naive_output, partitions)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.naive", "--broker", broker, "--input-topic", topics.input,
+             "--output-topic", topics.naive_output, "--checkpoint", str(checkpoint), "--messages", str(messages),
+             "--threads", str(threads), "--separator", separator, "--result", str(result_path),
+             "--timeout", str(timeout)],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=die_with_parent,
+        )
+        try:
+            deadline = time.monotonic() + timeout + 60
+            while collector.count() < messages:
+                if proc.poll() is not None and collector.count() < messages:
+                    # It may have exited right after its last output: give the reader a moment.
+                    if not collector.wait_for(messages, 5.0):
+                        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+                        raise BenchmarkError(f"naive baseline exited with {proc.returncode} after "
+                                             f"{collector.count()} outputs:\n{tail}")
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(f"naive baseline: {collector.count()} of {messages} outputs in time")
+                time.sleep(0.1)
+            proc.wait(60)
+            times = list(collector.snapshot().values())
+            summary = json.loads(result_path.read_text())
+            summary["tps"] = rate_from_times(times, messages, 1)
+            summary["outputs"] = {k.decode(): collector.value_json(k).get("top_category") for k in collector.snapshot()}
+            return summary
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            collector.close()
+
+
+def top1_agreement(worker_tops: dict[str, str], naive_tops: dict[str, str]) -> float | None:
+    """Share of products where the naive loop and the worker agree on the top category."""
+    common = [k for k in naive_tops if k in worker_tops]
+    return sum(worker_tops[k] == naive_tops[k] for k in common) / len(common) if common else None
+
+
+def fmt(value: Any, spec: str = ",.0f") -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return format(value, spec)
+
+
+def render_table(r: dict[str, Any]) -> Table:
+    table = Table(title=f"benchmarks: bundle {r['config']['bundle']} ({r['bundle']['version']})", show_lines=False)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("note")
+    size = r["bundle"]
+    table.add_row("bundle size", f"{size['total_mb']:.1f} MB",
+                  ", ".join(f"{k} {v:.1f}" for k, v in size["files_mb"].items()))
+    m = r.get("model_only")
+    if m:
+        table.add_row("model-only, sorted batches of 32", f"{fmt(m['sorted_tps'])} texts/s",
+                      f"{m['texts']} Elo7 texts, mean {m['mean_tokens']:.1f} tokens, {m['threads']} threads")
+        table.add_row("model-only, arrival-order batches of 32", f"{fmt(m['arrival_tps'])} texts/s",
+                      f"length sorting buys x{m['bucketing_gain']:.2f}")
+        table.add_row(f"model-only, arrival-order windows of {m['window']}", f"{fmt(m['window_tps'])} texts/s",
+                      f"each window sorted into batches of {m['batch_size']} (larger micro-batches)")
+        table.add_row("Pipeline.predict, arrival-order batches", f"{fmt(m['pipeline_arrival_tps'])} texts/s",
+                      "tokenize + model + decode + centroids, in process")
+        table.add_row("model-only, batch 1 latency", f"p50 {m['batch1_p50_ms']:.1f} ms",
+                      f"p99 {m['batch1_p99_ms']:.1f} ms")
+    e = r.get("end_to_end")
+    if e:
+        table.add_row("end to end (worker + broker)", f"{fmt(e['tps'])} texts/s",
+                      f"{e['messages']} messages in {e['seconds']:.1f} s; start-up {e['startup_s']:.1f} s excluded")
+        ratio = r["ratios"].get("e2e_over_model_sorted")
+        if ratio is not None:
+            ok = "met" if ratio >= E2E_TARGET else "NOT met"
+            table.add_row("  / model-only sorted", f"{ratio:.2f}",
+                          f"target >= {E2E_TARGET} {ok}; model-only {fmt(r['ratios']['model_sorted_reference'])}"
+                          " texts/s = mean of before and after")
+        if r["ratios"].get("e2e_over_model_arrival") is not None:
+            table.add_row("  / model-only arrival order", f"{r['ratios']['e2e_over_model_arrival']:.2f}",
+                          "same batches the worker gets")
+        batches = r.get("worker_batches")
+        if batches:
+            table.add_row("  worker micro-batches", f"mean {batches['mean_batch_size']:.1f}",
+                          f"{batches['batches']:.0f} batches (STREAM_BATCH_SIZE 32)")
+    lat = r.get("latency")
+    if lat:
+        table.add_row("latency, receive - send", f"p50 {lat['receive_p50_ms']:.0f} ms",
+                      f"p99 {lat['receive_p99_ms']:.0f} ms at {lat['achieved_rate']:.0f} msg/s for "
+                      f"{lat['duration_s']:.0f} s ({lat['received']}/{lat['sent']} received)")
+        table.add_row("latency, processed_at - event_time", f"p50 {lat['processed_p50_ms']:.0f} ms",
+                      f"p99 {lat['processed_p99_ms']:.0f} ms")
+    mem = r.get("worker_memory_mb")
+    if mem:
+        table.add_row("worker memory", f"RSS {mem['VmRSS']:.0f} MiB", f"peak (VmHWM) {mem['VmHWM']:.0f} MiB")
+    n = r.get("naive")
+    if n:
+        table.add_row("naive PyTorch loop", f"{fmt(n['tps'], ',.1f')} texts/s",
+                      f"{n['messages']} messages, 1 per pipeline call, ack per message; "
+                      f"RSS {n['memory_mb'].get('VmRSS', 0):.0f} MiB")
+        ratio = r["ratios"].get("e2e_over_naive")
+        if ratio is not None:
+            ok = "met" if ratio >= NAIVE_TARGET else "NOT met"
+            agree = r["ratios"].get("top1_agreement_naive_vs_worker")
+            table.add_row("  end to end / naive", f"x{ratio:.1f}", f"target >= x{NAIVE_TARGET:.0f} {ok}; top-1 "
+                          f"agreement with the worker {fmt(agree, '.1%')}")
+    elif r.get("naive_skipped"):
+        table.add_row("naive PyTorch loop", "skipped", r["naive_skipped"])
+    for stage, error in r.get("errors", {}).items():
+        table.add_row(f"[red]{stage} failed[/red]", "", error.splitlines()[-1][:120])
+    return table
+
+
+def run(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle directory (models/default)."),
+    broker: str = typer.Option(..., "--broker", help="HOST:PORT of a running broker."),
+    torch_checkpoint: Path | None = typer.Option(None, "--torch-checkpoint",
+                                                 help="PyTorch weights for the naive baseline (default: BUNDLE-torch)."),
+    messages: int | None = typer.Option(None, "--messages", help="End-to-end messages (default 5000, quick 600)."),
+    naive_messages: int | None = typer.Option(None, "--naive-messages", help="Naive messages (default 500, quick 60)."),
+    latency_seconds: float | None = typer.Option(None, "--latency-seconds", help="Latency stage (default 20 s, quick 5)."),
+    threads: int = typer.Option(2, "--threads", help="onnxruntime and torch threads (worker's STREAM_INFERENCE_THREADS)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Worker's STREAM_BATCH_SIZE."),
+    partitions: int = typer.Option(6, "--partitions", help="Partitions of the benchmark topics (service default 6)."),
+    no_naive: bool = typer.Option(False, "--no-naive", help="Skip the naive baseline."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: small N, short durations."),
+    out_dir: Path = typer.Option(Path("bench-results"), "--out-dir"),
+    seed: int = typer.Option(7, "--seed"),
+) -> None:
+    """Model-only vs end to end vs naive, on the same Elo7 texts, in one run."""
+    n = messages or (600 if quick else 5000)
+    m = naive_messages or (60 if quick else 500)
+    duration = latency_seconds or (5.0 if quick else 20.0)
+    rounds = 1 if quick else 2
+    checkpoint = torch_checkpoint or default_checkpoint(bundle)
+    if not is_ready(broker):
+        console.print(f"[red]no broker answers at {broker}[/red] (start one: python -m stream_app.broker start --port N)")
+        raise typer.Exit(2)
+    try:
+        loaded = Bundle.load(bundle)
+    except BundleError as exc:
+        console.print(f"[red]bad bundle[/red]: {exc}")
+        raise typer.Exit(2) from exc
+    r: dict[str, Any] = {
+        "started_at": datetime.now(UTC).isoformat(),
+        "config": {"bundle": str(bundle), "broker": broker, "torch_checkpoint": str(checkpoint), "messages": n,
+                   "naive_messages": m, "latency_seconds": duration, "threads": threads, "batch_size": batch_size,
+                   "partitions": partitions, "quick": quick, "seed": seed, "dataset": str(elo7_path())},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
+                    "git_commit": _git_commit(), "load_avg_start": os.getloadavg()},
+        "ratios": {},
+        "errors": {},
+    }
+    files = bundle_sizes(bundle)
+    r["bundle"] = {"version": loaded.version, "files_mb": files, "total_mb": sum(files.values())}
+    products = load_products(max(n, m), seed=seed)
+    texts = render_texts(loaded.manifest.text, products)
+    worker_tops: dict[str, str] = {}
+    stage = "model_only"
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        try:
+            console.print(f"[bold]model-only[/bold]: {len(texts)} texts, {rounds} round(s)")
+            r["model_only"] = measure_model_only(loaded, texts, threads, batch_size, rounds,
+                                                 batch1_samples=50 if quick else 200).to_json()
+
+            stage = "end_to_end"
+            topics = BenchTopics.create(broker, partitions)
+            r["topics"] = asdict(topics)
+            console.print(f"[bold]end to end[/bold]: pre-producing {len(products)} products to {topics.input}")
+            r["preproduce_s"] = preproduce(broker, topics.input, products)
+            collector = OutputCollector(broker, topics.output, partitions)
+            port = free_port()
+            worker = WorkerProcess(worker_env(broker, topics, bundle.resolve(), workdir / "data", port, batch_size,
+                                              threads, partitions), workdir / "worker.log")
+            try:
+                started = time.time()
+                worker.start()
+                throughput = measure_throughput(collector, worker, started, len(products), batch_size,
+                                                timeout=180.0 + len(products) / 10)
+                r["end_to_end"] = asdict(throughput)
+                r["worker_batches"] = worker_batch_stats(port)
+                worker_tops = {k.decode(): collector.value_json(k)["top_category"] for k in collector.snapshot()}
+
+                stage = "latency"
+                rate = throughput.tps / 2
+                console.print(f"[bold]latency[/bold]: {rate:.0f} msg/s for {duration:.0f} s")
+                r["latency"] = measure_latency(broker, topics.input, collector, worker, products, rate,
+                                               duration).to_json()
+                r["worker_memory_mb"] = process_memory_mb(worker.pid)
+            finally:
+                r["worker_exit_code"] = worker.stop()
+                collector.close()
+                if "worker_memory_mb" not in r:  # a stage failed before the end: keep the evidence
+                    r["worker_log_tail"] = worker.tail()
+
+            stage = "model_only_after"
+            after = measure_sorted_tps(loaded, texts, threads, batch_size)
+            r["model_only"]["sorted_tps_after_e2e"] = after
+            reference = (r["model_only"]["sorted_tps"] + after) / 2
+            r["ratios"]["model_sorted_reference"] = reference
+            r["ratios"]["e2e_over_model_sorted"] = throughput.tps / reference
+            r["ratios"]["e2e_over_model_arrival"] = throughput.tps / r["model_only"]["arrival_tps"]
+
+            stage = "naive"
+            if no_naive:
+                r["naive_skipped"] = "--no-naive"
+            elif not (checkpoint / "categorizer_head.pt").is_file():
+                r["naive_skipped"] = f"no PyTorch checkpoint at {checkpoint} (export train --torch-checkpoint)"
+            else:
+                console.print(f"[bold]naive baseline[/bold]: {m} messages, PyTorch, {threads} threads")
+                naive = run_naive(broker, topics, checkpoint, m, threads, loaded.manifest.text.separator,
+                                  partitions, workdir)
+                naive_tops = naive.pop("outputs")
+                r["naive"] = naive
+                r["ratios"]["e2e_over_naive"] = throughput.tps / naive["tps"]
+                r["ratios"]["top1_agreement_naive_vs_worker"] = top1_agreement(worker_tops, naive_tops)
+        except (Exception, KeyboardInterrupt) as exc:
+            r["errors"][stage] = "".join(traceback.format_exception_only(exc)).strip()
+            console.print(f"[red]stage {stage} failed[/red]: {exc}")
+            if not isinstance(exc, BenchmarkError | KeyboardInterrupt):
+                console.print(traceback.format_exc())
+    r["machine"]["load_avg_end"] = os.getloadavg()
+    r["finished_at"] = datetime.now(UTC).isoformat()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out_path = out_dir / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out_path.write_text(json.dumps(r, indent=2, ensure_ascii=False, default=str))
+    console.print(render_table(r))
+    console.print(f"results written to {out_path}")
+    if r["errors"]:
+        raise typer.Exit(1)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, `kill`) takes the Ctrl-C path: subprocesses stopped, partial JSON written."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main() -> None:
+    _interrupt_on_sigterm()
+    typer.run(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Run the real worker (``python -m stream_app worker``) as a subprocess, and read its output topic.
+
+Same approach as tests/worker_harness.py (STREAM_* environment, unique topics, log to a file), but
+with the service's production defaults (batch wait, drift window, inference threads) instead of the
+tests' fast settings, and without assertions: the benchmarks raise `BenchmarkError` instead.
+
+Contract:
+* `WorkerProcess.start()` launches the worker in its own session; `stop()` sends SIGTERM, waits,
+  then SIGKILLs; it is idempotent and safe in ``finally`` blocks. On Linux the worker is also
+  killed if the benchmark process dies (PR_SET_PDEATHSIG), so no orphan keeps the cores busy.
+* `OutputCollector` consumes a topic from the beginning on a background thread (``assign``, no
+  group join) and records, for each distinct key, the wall-clock time (``time.time()``) its first
+  record was received and that record's value. `close()` stops the thread and closes the consumer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from stream_app.kafka.admin import create_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmark stage could not complete (the message says which and why)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """preexec_fn: ask Linux to SIGKILL the child when the thread that started it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+@dataclass(frozen=True)
+class BenchTopics:
+    """Unique topic names for one run (Tansu keeps everything in memory; nothing is reused)."""
+
+    input: str
+    output: str
+    drift: str
+    dlq: str
+    naive_output: str
+
+    @classmethod
+    def create(cls, broker: str, partitions: int) -> BenchTopics:
+        tag = uuid.uuid4().hex[:8]
+        topics = cls(f"bench-in-{tag}", f"bench-cat-{tag}", f"bench-drift-{tag}", f"bench-dlq-{tag}",
+                     f"bench-naive-cat-{tag}")
+        # Explicit creation: Tansu would auto-create unknown topics with 4 partitions.
+        create_topics(broker, {topics.input: partitions, topics.output: partitions, topics.drift: 1,
+                               topics.dlq: partitions, topics.naive_output: partitions})
+        return topics
+
+
+def worker_env(broker: str, topics: BenchTopics, bundle: Path, data_dir: Path, web_port: int,
+               batch_size: int, threads: int, partitions: int) -> dict[str, str]:
+    """Environment of the worker: the service defaults, except topics, ports and the knobs under test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
+    env.update({
+        "STREAM_BROKERS": broker,
+        "STREAM_INPUT_TOPIC": topics.input,
+        "STREAM_OUTPUT_TOPIC": topics.output,
+        "STREAM_DRIFT_TOPIC": topics.drift,
+        "STREAM_DLQ_TOPIC": topics.dlq,
+        "STREAM_PARTITIONS": str(partitions),
+        "STREAM_GROUP_ID": f"bench-worker-{uuid.uuid4().hex[:8]}",
+        "STREAM_BUNDLE_PATH": str(bundle),
+        "STREAM_BATCH_SIZE": str(batch_size),
+        "STREAM_INFERENCE_THREADS": str(threads),
+        "STREAM_DATA_DIR": str(data_dir),
+        "STREAM_WEB_PORT": str(web_port),
+        "STREAM_WEB_BIND": "127.0.0.1",
+        "STREAM_LOG_LEVEL": "warning",  # info logging per batch would cost the worker CPU we measure
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """One worker subprocess; stdout and stderr go to ``log_path``."""
+
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _log: Any = field(default=None, repr=False)
+
+    def start(self) -> WorkerProcess:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_app", "worker"], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchmarkError("worker not started")
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        """Raise `BenchmarkError` with the log tail if the worker has exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchmarkError(f"worker exited with code {self.proc.returncode}; log tail:\n{self.tail()}")
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM (the worker drains and commits), SIGKILL after ``timeout``; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.proc.returncode
+
+
+def process_memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (resident now) and VmHWM (peak resident) of ``pid`` in MiB, from /proc/PID/status."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            out[name] = int(value.split()[0]) / 1024  # kB -> MiB
+    return out
+
+
+class OutputCollector:
+    """Background reader of one topic: first receive time and first value per distinct key."""
+
+    def __init__(self, broker: str, topic: str, partitions: int) -> None:
+        self.topic = topic
+        self.first_seen: dict[bytes, float] = {}
+        self.values: dict[bytes, bytes] = {}
+        self.records = 0
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # the main thread compares key sets while this thread inserts
+        self._consumer = Consumer({
+            "bootstrap.servers": broker,
+            "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",  # never joins: assign() below
+            "enable.auto.commit": False,
+            "session.timeout.ms": 6000,
+            "fetch.wait.max.ms": 10,  # small: receive times feed the latency figures
+        })
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        self._thread = threading.Thread(target=self._run, name=f"collect-{topic}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                msg = self._consumer.poll(0.1)
+                if msg is None:
+                    continue
+                now = time.time()  # per message: poll returns as soon as one is there
+                if msg.error():
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        self.error = str(msg.error())
+                    continue
+                self.records += 1
+                key = msg.key() or b""
+                if key not in self.first_seen:
+                    with self._lock:
+                        self.first_seen[key] = now
+                        self.values[key] = msg.value()
+        except Exception as exc:  # noqa: BLE001 - reported by wait_for, never silently lost
+            self.error = repr(exc)
+
+    def count(self) -> int:
+        return len(self.first_seen)
+
+    def wait_for(self, keys: int | set[bytes], timeout: float, worker: WorkerProcess | None = None) -> bool:
+        """Block until ``keys`` distinct keys (a count, or a set that must all arrive) were seen.
+
+        Returns False on timeout; raises `BenchmarkError` if the reader failed or the worker died.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.error is not None:
+                raise BenchmarkError(f"reading {self.topic}: {self.error}")
+            if worker is not None:
+                worker.check_alive()
+            with self._lock:
+                done = self.count() >= keys if isinstance(keys, int) else keys <= self.first_seen.keys()
+            if done:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def snapshot(self) -> dict[bytes, float]:
+        """Copy of key -> first receive time."""
+        with self._lock:
+            return dict(self.first_seen)
+
+    def value_json(self, key: bytes) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(self.values[key])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with contextlib.suppress(Exception):
+            self._consumer.close()

@@ -1,0 +1,187 @@
+"""The messages on the service's topics, as pydantic models (the JSON Schemas are generated from these).
+
+Topics and models:
+* ``products`` (input)      -> `ProductEvent`: validated from raw JSON; unknown fields are ignored.
+* ``categories`` (output)   -> `CategorizedProduct`, keyed by ``product_id``.
+* ``drift``                 -> `DriftAlert` (the detectors' alert models), keyed by the alert type.
+* ``products.dlq``          -> `DeadLetter`, keyed by the original key.
+
+Contract of `ProductEvent`: ``product_id`` a string or an integer (not a bool, not a float);
+``title`` a string, non-empty after stripping; ``tags`` a list of strings or one space-separated
+string (normalized to a list of tokens); ``description`` a string; ``event_time`` an ISO-8601 string
+or epoch milliseconds (normalized to an aware UTC datetime; naive ISO times are taken as UTC).
+Only ``product_id`` and ``title`` are required. Validation errors name the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, field_validator
+
+# Epoch milliseconds accepted for event_time: 1970-01-01 .. 9999-12-31.
+_MAX_EPOCH_MS = 253_402_300_799_999
+
+
+class ProductEvent(BaseModel):
+    """One product on the ``products`` topic."""
+
+    model_config = ConfigDict(extra="ignore", title="ProductEvent")
+
+    product_id: StrictStr | StrictInt = Field(description="string or integer product identifier")
+    title: StrictStr = Field(min_length=1, description="product title; must be non-empty after strip")
+    tags: list[StrictStr] | StrictStr | None = Field(
+        None, description="list of tags, or one space-separated string of tags"
+    )
+    description: StrictStr | None = None
+    event_time: datetime | StrictInt | None = Field(
+        None, description="ISO-8601 timestamp or epoch milliseconds (UTC)"
+    )
+
+    @field_validator("product_id")
+    @classmethod
+    def _product_id(cls, value: str | int) -> str | int:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _title(cls, value: str) -> str:
+        stripped = value.strip()
+        if not stripped:
+            raise ValueError("must not be empty or whitespace")
+        return stripped
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str] | str | None) -> list[str] | None:
+        if value is None:
+            return None
+        tokens = value.split() if isinstance(value, str) else [t for tag in value for t in [tag.strip()] if t]
+        return tokens
+
+    @field_validator("event_time", mode="before")
+    @classmethod
+    def _event_time(cls, value: Any) -> Any:
+        # Numbers are epoch milliseconds; bools are not numbers here; strings go to pydantic's ISO parser.
+        if isinstance(value, bool):
+            raise ValueError("must be an ISO-8601 string or epoch milliseconds, not a boolean")
+        if isinstance(value, int | float):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("epoch milliseconds must be finite")
+            if not 0 <= value <= _MAX_EPOCH_MS:
+                raise ValueError(f"epoch milliseconds {value} out of range 0..{_MAX_EPOCH_MS}")
+            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            raise ValueError("epoch milliseconds must be a JSON number, not a string")
+        return value
+
+    @field_validator("event_time")
+    @classmethod
+    def _utc(cls, value: datetime | int | None) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, int):  # unreachable after the before-validator; keeps the type honest
+            return datetime.fromtimestamp(value / 1000.0, tz=UTC)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key of the outputs: the product id as UTF-8 text."""
+        return str(self.product_id).encode("utf-8")
+
+    def text_fields(self) -> dict[str, str | None]:
+        """Canonical text fields for `TextTemplate.render` (tags space-joined)."""
+        return {
+            "title": self.title,
+            "tags": " ".join(self.tags) if self.tags else None,
+            "description": self.description,
+        }
+
+
+class CategoryOut(BaseModel):
+    name: str
+    score: float = Field(ge=0, le=1)
+
+
+class DriftOut(BaseModel):
+    distance: float = Field(ge=0, le=2, description="cosine distance to the nearest centroid")
+    nearest_centroid: int = Field(ge=0)
+    outlier: bool = Field(description="distance > tau of the bundle's calibration")
+
+
+class SourceRef(BaseModel):
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+
+
+class CategorizedProduct(BaseModel):
+    """One categorized product on the ``categories`` topic (key: product_id)."""
+
+    model_config = ConfigDict(title="CategorizedProduct")
+
+    product_id: str | int
+    categories: list[CategoryOut] = Field(min_length=1, description="ranked, best first")
+    top_category: str
+    model_version: str = Field(description="bundle_version of the bundle that scored it")
+    drift: DriftOut
+    event_time: datetime | None = None
+    processed_at: datetime
+    source: SourceRef
+
+
+class DeadLetterReason(StrEnum):
+    """Why a message went to the dead-letter topic."""
+
+    NOT_UTF8 = "not_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    SCHEMA_VIOLATION = "schema_violation"
+    TOO_LARGE = "too_large"
+    INFERENCE_FAILED = "inference_failed"
+
+
+class DeadLetterError(BaseModel):
+    reason: DeadLetterReason
+    error_class: str = Field(description="Python exception class (e.g. ValidationError, JSONDecodeError)")
+    detail: str = Field(description="human-readable message; names the field for schema violations")
+    field: str | None = Field(None, description="dotted path of the first invalid field, if any")
+
+
+class DeadLetter(BaseModel):
+    """A message the worker could not categorize, with everything needed to replay it."""
+
+    model_config = ConfigDict(title="DeadLetter")
+
+    key: str | None = Field(description="original key, base64 (null when the message had none)")
+    value: str | None = Field(description="original value, base64 (null for a tombstone)")
+    value_size: int = Field(ge=0, description="original value size in bytes")
+    value_truncated: bool = Field(
+        False, description="true when `value` holds only the first bytes (too_large payloads)"
+    )
+    error: DeadLetterError
+    source: SourceRef
+    dead_lettered_at: datetime
+
+    def original_value(self) -> bytes | None:
+        return None if self.value is None else base64.b64decode(self.value)
+
+    def original_key(self) -> bytes | None:
+        return None if self.key is None else base64.b64decode(self.key)
+
+
+def b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def drift_alert_adapter() -> TypeAdapter[Any]:
+    """TypeAdapter of the ``drift`` topic's messages (the detectors' alert models, one union)."""
+    from stream_app.core.drift.alerts import CategoryMixAlert, EmbeddingDriftAlert
+
+    return TypeAdapter(Annotated[EmbeddingDriftAlert | CategoryMixAlert, Field(title="DriftAlert")])

@@ -1,0 +1,240 @@
+"""The Faust adapter: topics, the agent, web views. Thin: the work is in `batching` and `stream_app.core`.
+
+How delivery works (at least once, nothing lost):
+1. The input topic uses the raw codec (bytes in, bytes out): Faust decodes nothing, so every
+   malformed message reaches `classify` and can be dead-lettered instead of crashing the stream.
+2. The agent takes micro-batches with ``stream.take_events(N, within=T)``. Faust acks the taken
+   events itself when the loop body returns (``take_events`` acks on the generator's resumption).
+   Before returning, the body adds one reference to every message (``message.incref()``), so
+   Faust's ack only drops its own reference; the final ack — the one that marks the offset as
+   committable in the consumer — is ours, made by `BatchProcessor` after the broker acknowledged all
+   outputs of the message. Faust commits, per partition, the highest offset below which every
+   message is acked (``Consumer._new_offset``), so out-of-order acks never commit past a gap.
+3. On SIGTERM, ``App.on_stop`` stops fetching and runs ``Consumer.wait_empty``: it waits until every
+   message it handed out is acked (our in-flight batches finish and ack), then commits. On a
+   rebalance, the same ``wait_empty`` runs before partitions are given up.
+4. If publishing fails, nothing of that batch is acked; the app crashes (non-zero exit) and the
+   messages are redelivered from the last commit after restart. Duplicates carry the same key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import EventT, StreamT
+
+from stream_app import metrics
+from stream_app.core.bundle import Bundle
+from stream_app.core.pipeline import Pipeline
+from stream_app.settings import Settings
+from stream_app.worker import health
+from stream_app.worker.batching import BatchProcessor, Progress, Record, Topics
+from stream_app.worker.drift import DriftTracker
+
+log = logging.getLogger(__name__)
+
+# Tansu holds a group join for about half the session timeout: keep it short (docs/architecture.md).
+SESSION_TIMEOUT_S = 6.0
+HEARTBEAT_INTERVAL_S = 1.5
+LAG_INTERVAL_S = 5.0
+
+
+def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """Faust credentials from the security settings (SASL/SCRAM over TLS for MSK)."""
+    context = settings.ssl_context()
+    if settings.uses_sasl:
+        return faust.SASLCredentials(
+            username=settings.sasl_username,
+            password=settings.sasl_password,
+            mechanism=settings.sasl_mechanism.value,
+            ssl_context=context,  # None -> SASL_PLAINTEXT, a context -> SASL_SSL
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class FaustPublisher:
+    """`Publisher` over Faust topics: ``send`` returns the future of the broker acknowledgement."""
+
+    def __init__(self, topics: dict[str, faust.TopicT]) -> None:
+        self._topics = topics
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Any:
+        # force=True: never attach to the current event (stream_publish_on_commit); we await the ack.
+        return await self._topics[topic].send(key=key, value=value, force=True)
+
+
+@dataclass
+class Runtime:
+    """Everything the views and the agent share."""
+
+    settings: Settings
+    app: faust.App
+    processor: BatchProcessor
+    progress: Progress
+    executor: ThreadPoolExecutor
+    bundle_loaded: bool = True
+
+    def waiting(self) -> int:
+        """Messages known to wait: held by us, buffered in Faust, or (best effort) lag."""
+        count = self.progress.pending_records
+        consumer = getattr(self.app, "_consumer", None)  # not created before the worker starts
+        if consumer is not None:
+            count += len(getattr(consumer, "_unacked_messages", ()))
+        return count
+
+    def assigned_input_partitions(self) -> int:
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # noqa: BLE001 - consumer not started yet
+            return 0
+        return sum(1 for tp in assignment if tp.topic == self.settings.input_topic)
+
+
+def _record(app: faust.App, event: EventT) -> Record:
+    message = event.message
+    # One extra reference: Faust's own ack (when take_events resumes) must not be the final one.
+    message.incref()
+
+    def ack() -> None:
+        # The final ack marks the offset committable; tell Faust's sensors, as Stream.ack would.
+        if event.ack():
+            app.sensors.on_message_out(message.tp, message.offset, message)
+
+    return Record(
+        key=message.key,
+        value=message.value,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp=message.timestamp,
+        ack=ack,
+    )
+
+
+def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime:
+    """Create the Faust app with its agent, timers and views (does not start it)."""
+    manifest = bundle.manifest
+    app = faust.App(
+        settings.group_id,
+        broker=[f"kafka://{b}" for b in settings.broker_list],
+        broker_credentials=broker_credentials(settings),
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",  # exactly_once needs transactions: Tansu lacks them
+        producer_acks=-1,
+        # A dead letter carries a base64 copy (4/3) of a payload up to max_message_bytes.
+        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 4 // 3 + 65_536),
+        consumer_max_fetch_size=max(4 * 1_048_576, settings.max_message_bytes * 2),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_disable_leader=True,  # no extra "__assignor-__leader" topic to create
+        store="memory://",
+        datadir=str(settings.data_dir),
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        autodiscover=False,
+    )
+
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    input_topic = app.topic(settings.input_topic, partitions=settings.partitions, **raw)
+    outputs = {
+        name: app.topic(name, key_serializer="raw", value_serializer="raw")
+        for name in (settings.output_topic, settings.drift_topic, settings.dlq_topic)
+    }
+
+    # One model call at a time: a second concurrent onnxruntime run would only fight for the same
+    # cores (STREAM_INFERENCE_THREADS); batches in flight still overlap inference with I/O.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    progress = Progress()
+
+    async def on_fatal(exc: BaseException) -> None:
+        await app.crash(exc)
+
+    processor = BatchProcessor(
+        predict=pipeline.predict,
+        render=manifest.text.render,
+        model_version=bundle.version,
+        publisher=FaustPublisher(outputs),
+        topics=Topics(output=settings.output_topic, drift=settings.drift_topic, dlq=settings.dlq_topic),
+        drift=DriftTracker.for_bundle(bundle, settings),
+        executor=executor,
+        max_in_flight=settings.max_batches_in_flight,
+        max_message_bytes=settings.max_message_bytes,
+        on_fatal=on_fatal,
+        progress=progress,
+    )
+    runtime = Runtime(settings=settings, app=app, processor=processor, progress=progress, executor=executor)
+    metrics.set_model_info(bundle.version, manifest.base_encoder, manifest.labels)
+
+    @app.agent(input_topic, name="categorize")
+    async def categorize(stream: StreamT[bytes]) -> None:
+        try:
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
+                await processor.submit([_record(app, e) for e in events])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an agent that dies silently would stall the partitions
+            log.exception("categorize agent crashed")
+            await app.crash(exc)
+            raise
+
+    lag_partitions: set[str] = set()
+
+    @app.timer(LAG_INTERVAL_S)
+    async def consumer_lag() -> None:
+        """Best effort: high watermark - next offset to read. Tansu's high watermarks are wrong."""
+        try:
+            consumer = app.consumer
+            held: set[str] = set()
+            for tp in consumer.assignment():
+                if tp.topic != settings.input_topic:
+                    continue
+                high = consumer.highwater(tp)
+                read = consumer._read_offset.get(tp)  # noqa: SLF001 - last offset handed to streams
+                if high is None:
+                    continue
+                position = (read + 1) if read is not None else 0
+                metrics.CONSUMER_LAG.labels(partition=str(tp.partition)).set(max(0, high - position))
+                held.add(str(tp.partition))
+            for partition in lag_partitions - held:  # given away in a rebalance: drop the stale series
+                metrics.CONSUMER_LAG.remove(partition)
+            lag_partitions.clear()
+            lag_partitions.update(held)
+        except Exception as exc:  # noqa: BLE001 - never let a metric kill the worker
+            log.debug("lag gauge not updated: %r", exc)
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        body, content_type = metrics.render()
+        return web.bytes(body, headers={"Content-Type": content_type})
+
+    @app.page("/livez")
+    async def livez(web: Any, request: Any) -> Any:
+        verdict = health.liveness(
+            time.monotonic(), progress.last_progress, runtime.waiting(), settings.liveness_stall_seconds
+        )
+        return web.json({"status": "ok" if verdict.ok else "stalled", "detail": verdict.detail}, status=verdict.status)
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        verdict = health.readiness(runtime.bundle_loaded, runtime.assigned_input_partitions(), app.rebalancing)
+        return web.json({"status": "ready" if verdict.ok else "not_ready", "detail": verdict.detail},
+                        status=verdict.status)
+
+    @app.on_before_shutdown.connect
+    async def _drain(app: faust.App, **_: Any) -> None:
+        # wait_empty already waited for acked messages; this catches batches that were still sending.
+        await processor.drain()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+    return runtime

@@ -1,0 +1,284 @@
+"""Helpers to run the real worker (``python -m stream_app worker``) as a subprocess and talk to it.
+
+Everything goes through the real broker with confluent-kafka clients; topics are unique per use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from stream_app.kafka.admin import create_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS_DIR = Path(os.environ.get("DATASETS_DIR", ROOT.parent / "shared" / "datasets"))
+if not DATASETS_DIR.is_absolute():
+    DATASETS_DIR = (ROOT / DATASETS_DIR).resolve()
+ELO7 = DATASETS_DIR / "elo7" / "products.parquet"
+FASHION_STYLES = DATASETS_DIR / "fashion" / "styles.csv"
+FASHION_TEXT = DATASETS_DIR / "fashion" / "styles_text.csv"
+PARTITIONS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class WorkerTopics:
+    input: str
+    output: str
+    drift: str
+    dlq: str
+
+    @classmethod
+    def create(cls, broker: str, prefix: str, partitions: int = PARTITIONS) -> WorkerTopics:
+        tag = uuid.uuid4().hex[:8]
+        topics = cls(f"{prefix}-in-{tag}", f"{prefix}-cat-{tag}", f"{prefix}-drift-{tag}", f"{prefix}-dlq-{tag}")
+        create_topics(broker, {topics.input: partitions, topics.output: partitions, topics.drift: 1,
+                               topics.dlq: partitions})
+        return topics
+
+
+@dataclass
+class WorkerProcess:
+    """One worker subprocess; its output goes to ``log_path``."""
+
+    env: dict[str, str]
+    log_path: Path
+    web_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    _log: Any = field(default=None, repr=False)
+
+    def start(self) -> WorkerProcess:
+        self._log = self.log_path.open("ab")
+        self._log.write(f"\n===== start #{self.starts + 1} =====\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], cwd=ROOT, env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.starts += 1
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.web_port}{path}"
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError(f"worker exited ({self.proc.returncode if self.proc else None}):\n{self.tail()}")
+            try:
+                if self.get("/readyz", timeout=2.0)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM and wait; returns the exit code (SIGKILL after ``timeout``)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_log()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def worker_env(broker: str, topics: WorkerTopics, bundle: Path, data_dir: Path, **overrides: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
+    env.update(
+        {
+            "STREAM_BROKERS": broker,
+            "STREAM_INPUT_TOPIC": topics.input,
+            "STREAM_OUTPUT_TOPIC": topics.output,
+            "STREAM_DRIFT_TOPIC": topics.drift,
+            "STREAM_DLQ_TOPIC": topics.dlq,
+            "STREAM_PARTITIONS": str(PARTITIONS),
+            "STREAM_GROUP_ID": f"test-worker-{uuid.uuid4().hex[:8]}",
+            "STREAM_BUNDLE_PATH": str(bundle),
+            "STREAM_BATCH_SIZE": "32",
+            "STREAM_BATCH_MAX_WAIT_MS": "20",
+            "STREAM_INFERENCE_THREADS": "1",
+            "STREAM_DRIFT_WINDOW": "200",
+            "STREAM_DATA_DIR": str(data_dir),
+            "STREAM_LOG_LEVEL": "info",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update({f"STREAM_{k.upper()}": str(v) for k, v in overrides.items()})
+    return env
+
+
+def start_worker(broker: str, topics: WorkerTopics, bundle: Path, workdir: Path, ready: bool = True,
+                 **overrides: Any) -> WorkerProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = worker_env(broker, topics, bundle, workdir / "data", web_port=port, **overrides)
+    worker = WorkerProcess(env=env, log_path=workdir / "worker.log", web_port=port).start()
+    if ready:
+        worker.wait_ready()
+    return worker
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def elo7_rows(n: int, seed: int = 7) -> pd.DataFrame:
+    """``n`` Elo7 rows with distinct product ids (the catalog repeats ids: one row per search click)."""
+    frame = pd.read_parquet(ELO7, columns=["product_id", "title", "concatenated_tags", "creation_date", "category"])
+    frame = frame.drop_duplicates("product_id").sample(n=n, random_state=seed)
+    return frame.reset_index(drop=True)
+
+
+def fashion_rows(n: int, seed: int = 7) -> pd.DataFrame:
+    styles = pd.read_csv(FASHION_STYLES, on_bad_lines="skip", usecols=["id", "articleType", "baseColour"])
+    text = pd.read_csv(FASHION_TEXT)
+    assert len(styles) == len(text), "fashion files must be row-aligned"
+    frame = pd.concat([styles.reset_index(drop=True), text.reset_index(drop=True)], axis=1)
+    frame = frame.dropna(subset=["productDisplayName"]).sample(n=n, random_state=seed)
+    return frame.reset_index(drop=True)
+
+
+def elo7_event(row: Any) -> dict[str, Any]:
+    return {"product_id": int(row.product_id), "title": str(row.title),
+            "tags": str(row.concatenated_tags) if isinstance(row.concatenated_tags, str) else "",
+            "event_time": str(row.creation_date)}
+
+
+def fashion_event(row: Any) -> dict[str, Any]:
+    tags = " ".join(str(x) for x in (row.articleType, row.baseColour) if isinstance(x, str))
+    return {"product_id": f"fashion-{int(row.id)}", "title": str(row.productDisplayName), "tags": tags}
+
+
+# -- Kafka -----------------------------------------------------------------------------------------
+
+
+def produce(broker: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    producer = Producer({"bootstrap.servers": broker, "linger.ms": 5, "enable.idempotence": False, "acks": "all"})
+    errors: list[str] = []
+    count = 0
+    for key, value in messages:
+        producer.produce(topic, key=key, value=value,
+                         on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+        producer.poll(0)
+        count += 1
+    assert producer.flush(30) == 0, "undelivered messages"
+    assert not errors, errors[:3]
+    return count
+
+
+def produce_events(broker: str, topic: str, events: Iterable[dict[str, Any]]) -> int:
+    return produce(broker, topic, ((str(e["product_id"]).encode(), json.dumps(e).encode()) for e in events))
+
+
+def iter_topic(broker: str, topic: str, timeout: float, partitions: int) -> Iterator[Any]:
+    """Every record of ``topic`` from the beginning until ``timeout`` passes (generator; close it)."""
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"harness-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "session.timeout.ms": 6000})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise AssertionError(f"consume {topic}: {msg.error()}")
+            yield msg
+    finally:
+        consumer.close()
+
+
+def collect_json(broker: str, topic: str, *, until: int | None = None, key_count: bool = False,
+                 timeout: float = 60.0, partitions: int = PARTITIONS, idle: float | None = None) -> list[dict[str, Any]]:
+    """JSON values of ``topic``; stops once ``until`` records (or distinct keys when ``key_count``) arrived,
+    after ``idle`` seconds without a record (when given), or at ``timeout``."""
+    out: list[dict[str, Any]] = []
+    keys: set[bytes] = set()
+    last = time.monotonic()
+    gen = iter_topic(broker, topic, timeout, partitions)
+    try:
+        for msg in gen:
+            doc = json.loads(msg.value())
+            doc["_key"] = msg.key().decode() if msg.key() is not None else None
+            doc["_partition"] = msg.partition()
+            out.append(doc)
+            keys.add(msg.key())
+            last = time.monotonic()
+            done = len(keys) if key_count else len(out)
+            if until is not None and done >= until:
+                break
+            if idle is not None and time.monotonic() - last > idle:
+                break
+    finally:
+        gen.close()
+    return out
+
+
+def wait_for_keys(broker: str, topic: str, expected: set[str], timeout: float = 120.0,
+                  partitions: int = PARTITIONS) -> dict[str, list[dict[str, Any]]]:
+    """Records by key until every ``expected`` key has arrived (or timeout)."""
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    gen = iter_topic(broker, topic, timeout, partitions)
+    try:
+        for msg in gen:
+            key = msg.key().decode()
+            doc = json.loads(msg.value())
+            by_key.setdefault(key, []).append(doc)
+            if expected <= by_key.keys():
+                break
+    finally:
+        gen.close()
+    return by_key
