@@ -20,7 +20,7 @@ from export.catalog import ELO7_TEXT_COLUMNS, CatalogError, LabelSpec, load_exam
 from export.drift_index import DEFAULT_K, calibrate, choose_k, fit_centroids
 from export.encoders import resolve_encoder
 from export.metrics import score, target_matrix
-from export.splits import SplitSpec, split_indices
+from stream_app.core.splits import SplitSpec, split_indices
 from export.stages import StageTimer
 from export.thresholds import tune_thresholds
 from stream_app.core.bundle import SCHEMA_VERSION, Bundle, Parity, sha256_file

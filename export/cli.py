@@ -88,7 +88,7 @@ def train(
 ) -> None:
     """Train a categorizer on a catalog and write a verified bundle."""
     from export.build import BuildConfig, build
-    from export.splits import SplitSpec
+    from stream_app.core.splits import SplitSpec
     from export.config import TrainConfig
     from stream_app.core.text import TextTemplate
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from export.baseline import TfidfBaseline
 from export.catalog import CatalogError, Examples, LabelSpec, load_examples, read_table
 from export.metrics import score
-from export.splits import SplitSpec, split_indices
+from stream_app.core.splits import SplitSpec, split_indices
 from stream_app.core.bundle import Bundle, sha256_file
 from stream_app.core.decoding import decision_matrix
 from stream_app.core.drift import DEFAULT_WINDOW

@@ -9,7 +9,6 @@ then stop the worker (SIGTERM: drain and commit) and the broker if the demo star
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -27,6 +26,8 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+
+from stream_app.core.splits import SplitSpec, side_of
 
 console = Console(highlight=False, soft_wrap=True)  # one line per product, even when piped
 
@@ -52,22 +53,14 @@ def ensure_bundle(bundle: Path, datasets_dir: Path) -> None:
         raise DemoError(f"bundle build failed: {' '.join(cmd)}")
 
 
-def _side_of(group: str, seed: int, validation: float, test: float) -> str:
-    # Same rule as export/splits.py (a row's side depends only on seed and product id); duplicated
-    # because the runtime package never imports export.
-    u = int.from_bytes(hashlib.blake2b(f"{seed}:{group}".encode(), digest_size=8).digest(), "big") / 2**64
-    return "test" if u < test else "validation" if u < test + validation else "train"
-
-
 def elo7_sample(bundle: Path, datasets_dir: Path, rows: int) -> pd.DataFrame:
     """Distinct Elo7 products, preferring the bundle's test split (not seen in training)."""
     frame = pd.read_parquet(datasets_dir / "elo7" / "products.parquet").drop_duplicates("product_id")
     try:
         training = json.loads((bundle / "manifest.json").read_text())["training"]
         split = training["split"]
-        sides = frame["product_id"].astype(str).map(
-            lambda g: _side_of(g, int(split["seed"]), float(split["validation"]), float(split["test"]))
-        )
+        spec = SplitSpec(seed=int(split["seed"]), validation=float(split["validation"]), test=float(split["test"]))
+        sides = frame["product_id"].astype(str).map(lambda g: side_of(g, spec))
         held_out = frame[sides == "test"]
         if len(held_out) >= rows:
             frame = held_out

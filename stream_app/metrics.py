@@ -46,7 +46,10 @@ DRIFT_DISTANCE = Histogram(
     registry=REGISTRY,
 )
 OUTLIER_RATIO = Gauge("stream_outlier_ratio", "Share of outliers in the last complete window", registry=REGISTRY)
-DRIFT_ALERTS = Counter("stream_drift_alerts_total", "Drift alerts published, per type", ["type"], registry=REGISTRY)
+DRIFT_ALERTS = Counter(
+    "stream_drift_alerts_total", "Drift alerts published, per type and recommendation (investigate, retrain)",
+    ["type", "recommendation"], registry=REGISTRY,
+)
 BATCHES_IN_FLIGHT = Gauge("stream_batches_in_flight", "Batches taken but not yet acknowledged", registry=REGISTRY)
 DLQ_RATIO = Gauge("stream_dlq_ratio", "Share of the last complete window that went to the DLQ", registry=REGISTRY)
 MODEL_INFO = Info("stream_model", "The serving bundle", registry=REGISTRY)  # exposed as stream_model_info

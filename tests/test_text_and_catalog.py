@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from export.catalog import CatalogError, LabelSpec, label_vocabulary, load_examples, read_table
-from export.splits import SplitSpec, side_of, split_indices
+from stream_app.core.splits import SplitSpec, side_of, split_indices
 from stream_app.core.text import TextTemplate
 
 TEMPLATE = TextTemplate()

@@ -24,14 +24,8 @@ import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from stream_app.kafka.admin import create_topics
+from tests.fixtures.bundle import DATASETS_DIR, ELO7, FASHION_STYLES, FASHION_TEXT, ROOT  # noqa: F401 - re-exported
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASETS_DIR = Path(os.environ.get("DATASETS_DIR", ROOT.parent / "shared" / "datasets"))
-if not DATASETS_DIR.is_absolute():
-    DATASETS_DIR = (ROOT / DATASETS_DIR).resolve()
-ELO7 = DATASETS_DIR / "elo7" / "products.parquet"
-FASHION_STYLES = DATASETS_DIR / "fashion" / "styles.csv"
-FASHION_TEXT = DATASETS_DIR / "fashion" / "styles_text.csv"
 PARTITIONS = 3
 
 

@@ -226,9 +226,9 @@ class BatchProcessor:
                                          event_time=outcome.event.event_time, record=record))
             self._drift.count_input(dead_letter=False)
             alerts = self._drift.observe(result, outcome.event, record.partition, record.offset, datetime.now(UTC))
-            for key, value, alert_type in alerts:
+            for key, value, alert_type, recommendation in alerts:
                 acks.append(await self._send(self._topics.drift, key, value))
-                metrics.DRIFT_ALERTS.labels(type=alert_type).inc()
+                metrics.DRIFT_ALERTS.labels(type=alert_type, recommendation=recommendation).inc()
         return acks
 
     def _categorized(self, record: Record, event: ProductEvent, prediction: PredictionLike) -> bytes:

@@ -55,7 +55,7 @@ class DriftTracker:
 
     def observe(
         self, prediction: Any, event: ProductEvent, partition: int, offset: int, processed_at: datetime
-    ) -> list[tuple[bytes, bytes, str]]:
+    ) -> list[tuple[bytes, bytes, str, str]]:
         drift = prediction.drift
         observation = Observation(
             product_id=str(event.product_id),
@@ -77,7 +77,7 @@ class DriftTracker:
         for alert in self._monitor.update(observation):
             kind = str(alert.type)
             log.warning("drift alert %s: %s", kind, alert.model_dump_json(exclude={"window"})[:500])
-            alerts.append((kind.encode("utf-8"), alert.model_dump_json().encode("utf-8"), kind))
+            alerts.append((kind.encode("utf-8"), alert.model_dump_json().encode("utf-8"), kind, str(alert.recommendation)))
         return alerts
 
     def count_input(self, dead_letter: bool) -> None:
