@@ -50,6 +50,7 @@ class BuildConfig:
     lexical: bool = True
     replace: bool = False
     torch_checkpoint: Path | None = None
+    from_checkpoint: Path | None = None
 
 
 @dataclass
@@ -91,12 +92,16 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
 
     progress = progress or no_progress
     with timer.stage("train"):
-        model = CategorizerModel.from_pretrained(encoder_dir, len(labels), lexical=config.lexical)
-        train_ids = [ids[i] for i in sides["train"]]
-        trainer = train_frozen if config.train.mode == "frozen" else train_finetune
-        train_info = trainer(model, train_ids, targets[sides["train"]], config.train, progress)
+        if config.from_checkpoint is not None:
+            model, train_info = load_checkpoint(config.from_checkpoint, labels, config.max_tokens)
+        else:
+            model = CategorizerModel.from_pretrained(encoder_dir, len(labels), lexical=config.lexical)
+            train_ids = [ids[i] for i in sides["train"]]
+            trainer = train_frozen if config.train.mode == "frozen" else train_finetune
+            train_info = trainer(model, train_ids, targets[sides["train"]], config.train, progress)
         if config.torch_checkpoint is not None:
-            save_checkpoint(model, encoder_dir, config.torch_checkpoint, labels, config.max_tokens)
+            save_checkpoint(model, encoder_dir, config.torch_checkpoint, labels, config.max_tokens,
+                            {"config": asdict(config.train), "result": train_info})
 
     with staging_dir(config.out) as staging:
         fp32_path, int8_path = staging / "model.fp32.onnx", staging / "model.int8.onnx"
@@ -192,7 +197,31 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
     return BuildResult(manifest, summary)
 
 
-def save_checkpoint(model, encoder_dir: Path, folder: Path, labels: list[str], max_tokens: int) -> None:
+def load_checkpoint(folder: Path, labels: list[str], max_tokens: int):
+    """A model saved by `save_checkpoint` (re-export without retraining); labels and max tokens must match."""
+    import json
+
+    import torch
+
+    from export.model import CategorizerModel
+
+    meta_path = folder / "labels.json"
+    if not meta_path.is_file():
+        raise CatalogError(f"{folder}: not a checkpoint (no labels.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta["labels"] != labels:
+        raise CatalogError(f"{meta_path}: checkpoint labels {meta['labels']} differ from the catalog's {labels}")
+    if meta["max_tokens"] != max_tokens:
+        raise CatalogError(f"{meta_path}: checkpoint max_tokens {meta['max_tokens']} != --max-tokens {max_tokens}")
+    model = CategorizerModel.from_pretrained(folder / "encoder", len(labels), lexical=meta["lexical"])
+    missing, unexpected = model.load_state_dict(torch.load(folder / "categorizer_head.pt"), strict=False)
+    if unexpected or any(not k.startswith("encoder.") for k in missing):
+        raise CatalogError(f"{folder / 'categorizer_head.pt'}: does not fit the model (missing {missing}, unexpected {unexpected})")
+    model.eval()
+    return model, {"from_checkpoint": str(folder.resolve()), **meta.get("training", {})}
+
+
+def save_checkpoint(model, encoder_dir: Path, folder: Path, labels: list[str], max_tokens: int, training: dict) -> None:
     """The trained weights in PyTorch form: HF encoder folder + head/lexical state (not part of the bundle)."""
     import json
 
@@ -205,7 +234,7 @@ def save_checkpoint(model, encoder_dir: Path, folder: Path, labels: list[str], m
             shutil.copyfile(encoder_dir / name, folder / "encoder" / name)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.")}
     torch.save(state, folder / "categorizer_head.pt")
-    (folder / "labels.json").write_text(json.dumps({"labels": labels, "max_tokens": max_tokens,
+    (folder / "labels.json").write_text(json.dumps({"labels": labels, "max_tokens": max_tokens, "training": training,
                                                     "lexical": model.lexical is not None}, ensure_ascii=False))
 
 

@@ -85,6 +85,7 @@ def train(
     keep_fp32: bool = typer.Option(False, help="also keep the fp32 ONNX model in the bundle"),
     replace: bool = typer.Option(False, help="replace an existing bundle at --out"),
     torch_checkpoint: Optional[Path] = typer.Option(None, help="also save the trained PyTorch weights here (benchmarks' naive baseline)"),
+    from_checkpoint: Optional[Path] = typer.Option(None, help="skip training: export weights saved earlier with --torch-checkpoint (same data and labels)"),
 ) -> None:
     """Train a categorizer on a catalog and write a verified bundle."""
     from export.build import BuildConfig, build
@@ -108,6 +109,7 @@ def train(
                           lr_head=lr_head, lr_lexical=lr_lexical, seed=seed),
         split=SplitSpec(seed=seed, validation=validation, test=test), sample=sample, k=k, quantile=quantile,
         keep_fp32=keep_fp32, lexical=not no_lexical, replace=replace, torch_checkpoint=torch_checkpoint,
+        from_checkpoint=from_checkpoint,
     )
     progress, hook = _progress()
     started = time.perf_counter()

@@ -82,3 +82,16 @@ def test_not_a_bundle(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         Bundle.load(tmp_path)
+
+
+def test_reexport_from_checkpoint_reproduces_the_bundle(test_bundle: Path, tmp_path: Path) -> None:
+    """--from-checkpoint skips training; the same weights give the same thresholds, metrics and files."""
+    from tests.fixtures.bundle import build_bundle, checkpoint_of
+
+    again = build_bundle(tmp_path / "again", ["--keep-fp32", "--from-checkpoint", str(checkpoint_of(test_bundle))])
+    first, second = Bundle.load(test_bundle).manifest, Bundle.load(again).manifest
+    assert second.labels == first.labels
+    assert second.thresholds == pytest.approx(first.thresholds)
+    assert second.metrics["test"]["accuracy"] == pytest.approx(first.metrics["test"]["accuracy"])
+    assert second.training["result"]["from_checkpoint"] == str(checkpoint_of(test_bundle).resolve())
+    assert second.files["model.fp32.onnx"] == first.files["model.fp32.onnx"]  # byte-identical export

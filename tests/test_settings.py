@@ -25,7 +25,8 @@ def test_defaults_match_the_contract() -> None:
     assert s.security_protocol.value == "PLAINTEXT" and s.sasl_mechanism.value == "SCRAM-SHA-512"
     assert (s.input_topic, s.output_topic, s.drift_topic, s.dlq_topic) == ("products", "categories", "drift", "products.dlq")
     assert (s.partitions, s.replication_factor, s.group_id) == (6, 1, "product-categorizer")
-    assert (s.batch_size, s.batch_max_wait_ms, s.max_batches_in_flight, s.inference_threads) == (32, 50, 2, 2)
+    assert (s.batch_size, s.model_batch_size, s.batch_max_wait_ms, s.max_batches_in_flight, s.inference_threads) == (
+        256, 32, 50, 2, 2)
     assert s.max_message_bytes == 1_000_000
     assert (s.drift_window, s.drift_alpha, s.drift_retrain_after, s.category_mix_alpha) == (500, 1e-6, 3, 1e-6)
     assert s.dlq_alert_ratio == 0.2 and s.web_port == 6066 and s.web_bind == "0.0.0.0"

@@ -51,7 +51,7 @@ def run_worker(settings: Settings) -> None:
     except BundleError as exc:
         raise StartupError(f"STREAM_BUNDLE_PATH={settings.bundle_path}: {exc}") from exc
     try:
-        pipeline = Pipeline(bundle, threads=settings.inference_threads, batch_size=settings.batch_size)
+        pipeline = Pipeline(bundle, threads=settings.inference_threads, batch_size=settings.model_batch_size)
         pipeline.predict(["warm up"])  # first run allocates; keep it out of the first batch's latency
     except Exception as exc:
         raise StartupError(f"STREAM_BUNDLE_PATH={settings.bundle_path}: model does not run: {exc!r}") from exc
