@@ -3,10 +3,11 @@
 Contract:
 * `preproduce(broker, topic, products)` writes one ``products`` event per product (key =
   product_id) and returns only when the broker acknowledged all of them.
-* `measure_throughput(collector, worker, n, batch_size)` waits until ``n`` distinct keys reached
+* `measure_throughput(collector, worker, n, micro_batch)` waits until ``n`` distinct keys reached
   the output topic and computes texts/s from the receive times, excluding start-up: the clock
-  starts when the first micro-batch has been received (the receive time of the ``batch_size``-th
-  output) and the count is the outputs after it: ``(n - b) / (t[n-1] - t[b-1])``.
+  starts when the first micro-batch has been received (the receive time of the ``micro_batch``-th
+  output, ``micro_batch`` = the worker's STREAM_BATCH_SIZE, whose outputs arrive in one burst) and
+  the count is the outputs after it: ``(n - b) / (t[n-1] - t[b-1])``.
 * `measure_latency(...)` produces fresh events at ``rate`` per second for ``duration`` s with
   ``event_time`` = send time (epoch ms) and returns percentiles of receive time - send time (what a
   downstream consumer sees) and of ``processed_at - event_time`` (what the worker stamps).
@@ -76,14 +77,15 @@ class ThroughputResult:
 
 
 def measure_throughput(collector: OutputCollector, worker: WorkerProcess, started_at: float, n: int,
-                       batch_size: int, timeout: float) -> ThroughputResult:
+                       micro_batch: int, timeout: float) -> ThroughputResult:
     """Wait for ``n`` distinct outputs (``started_at``: time.time() when the worker was launched)."""
     if not collector.wait_for(n, timeout, worker):
         raise BenchmarkError(f"only {collector.count()} of {n} outputs on {collector.topic} after {timeout:.0f} s;"
                              f" worker log tail:\n{worker.tail()}")
     times = sorted(collector.snapshot().values())
-    tps = rate_from_times(times, n, batch_size)
-    return ThroughputResult(n, tps, times[n - 1] - times[min(batch_size, n - 1) - 1], times[0] - started_at)
+    tps = rate_from_times(times, n, micro_batch)
+    skip = max(1, min(micro_batch, n - 1))
+    return ThroughputResult(n, tps, times[n - 1] - times[skip - 1], times[0] - started_at)
 
 
 @dataclass

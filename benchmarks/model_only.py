@@ -1,22 +1,28 @@
 """Model-only timings of the bundle's INT8 graph (no Kafka, no JSON, no decoding).
 
 Contract: `measure_model_only(bundle, texts, ...)` tokenizes ``texts`` once (tokenization is not
-timed) and times `Categorizer.run_ids`, the exact code the worker runs, in three ways:
+timed) and times `Categorizer.run_ids`, the exact code the worker runs, in these ways (``batch_size``
+is the model batch, the worker's STREAM_MODEL_BATCH_SIZE; ``micro_batch`` is the worker's
+STREAM_BATCH_SIZE):
 
 * ``sorted``: all texts in one call, so Categorizer sorts them by token length and cuts batches of
-  ``batch_size`` (padding to the batch maximum stays small). This is the model's best case.
+  ``batch_size`` (padding to the batch maximum stays small). The model's best case: an upper bound
+  no stream reaches, since a worker only ever sorts the micro-batch it holds.
 * ``arrival``: batches of ``batch_size`` in random order, one call each. Sorting inside a batch of
-  32 removes no padding, so this is what a stream of unrelated messages gives the model (the
-  worker calls the model once per micro-batch in arrival order).
-* ``window``: arrival-order windows of ``window`` texts (default 8 x batch), each one call, so
-  Categorizer sorts inside the window: what a worker taking larger micro-batches would get.
+  32 removes no padding: this is what the worker ran before it took larger micro-batches.
+* ``window``: arrival-order windows of ``micro_batch`` texts, one call each, so Categorizer sorts
+  each window and cuts it into batches of ``batch_size``. This is exactly the worker's batching
+  under a backlog (one ``Pipeline.predict`` per micro-batch of STREAM_BATCH_SIZE messages): the
+  model-only reference at the same batching for the end-to-end figure.
 * ``batch1``: one text per call; per-call latency percentiles.
 
-It also times ``Pipeline.predict`` on arrival-order batches (tokenize + model + decode + centroid
-search): the in-process ceiling of the worker's inference thread.
+It also times ``Pipeline.predict`` on the same arrival-order windows (tokenize + model + decode +
+centroid search): the in-process ceiling of the worker's inference thread.
 
-The sorted and arrival passes alternate for ``rounds`` rounds and report the median round,
+The sorted, arrival and window passes alternate for ``rounds`` rounds and report the median round,
 because this machine is shared and drifts between runs; ratios are taken within one run.
+`measure_references` re-times the sorted and window passes (used right after the end-to-end run
+to bracket it).
 """
 
 from __future__ import annotations
@@ -38,15 +44,15 @@ from stream_app.core.pipeline import Pipeline
 @dataclass
 class ModelOnlyResult:
     texts: int
-    batch_size: int
+    batch_size: int  # texts per model call (STREAM_MODEL_BATCH_SIZE)
     threads: int
     mean_tokens: float
     p95_tokens: float
     sorted_tps: float  # texts/s, median round
     arrival_tps: float  # texts/s, median round
-    window: int  # texts per call in the window pass
-    window_tps: float  # texts/s, arrival-order windows sorted into batches of batch_size
-    pipeline_arrival_tps: float  # texts/s, Pipeline.predict per arrival-order batch
+    window: int  # texts per call in the window pass (the micro-batch, STREAM_BATCH_SIZE)
+    window_tps: float  # texts/s, median round: arrival-order windows sorted into batches of batch_size
+    pipeline_window_tps: float  # texts/s, Pipeline.predict per arrival-order window (the worker's calls)
     batch1_p50_ms: float
     batch1_p99_ms: float
     rounds: dict[str, list[float]] = field(default_factory=dict)
@@ -56,8 +62,13 @@ class ModelOnlyResult:
         """How much faster length-sorted batches are than arrival-order batches."""
         return self.sorted_tps / self.arrival_tps if self.arrival_tps else float("nan")
 
+    @property
+    def window_over_sorted(self) -> float:
+        """Share of the sorted upper bound that the worker's batching (windows) reaches."""
+        return self.window_tps / self.sorted_tps if self.sorted_tps else float("nan")
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"bucketing_gain": self.bucketing_gain}
+        return asdict(self) | {"bucketing_gain": self.bucketing_gain, "window_over_sorted": self.window_over_sorted}
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -70,6 +81,17 @@ def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def _arrival_order(items: Sequence[Any], seed: int) -> list[Any]:
+    """The benchmark's "arrival order": a seeded shuffle (the same one for ids and for texts)."""
+    shuffled = list(items)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled
+
+
+def _warm(categorizer: Categorizer, ids: Sequence[Sequence[int]], batch_size: int) -> None:
+    categorizer.run_ids(ids[: batch_size * 2])  # first runs allocate arenas: keep them out of the timings
+
+
 def measure_model_only(
     bundle: Bundle,
     texts: Sequence[str],
@@ -78,21 +100,18 @@ def measure_model_only(
     rounds: int = 2,
     batch1_samples: int = 200,
     seed: int = 11,
-    window: int | None = None,
+    micro_batch: int = 256,
 ) -> ModelOnlyResult:
     """Time the bundle's model on ``texts`` (see module docstring). Nothing is asserted."""
     manifest = bundle.manifest
     categorizer = Categorizer(bundle.model_path, bundle.tokenizer_path, manifest.max_tokens, threads, batch_size)
     ids = categorizer.encode(texts)
     lengths = np.array([len(x) for x in ids])
-    rng = random.Random(seed)
-    shuffled = list(ids)
-    rng.shuffle(shuffled)
+    shuffled = _arrival_order(ids, seed)
     arrival_batches = _chunks(shuffled, batch_size)
-    window = window or 8 * batch_size
-    windows = _chunks(shuffled, window)
+    windows = _chunks(shuffled, micro_batch)
 
-    categorizer.run_ids(ids[: batch_size * 2])  # first runs allocate arenas: keep them out of the timings
+    _warm(categorizer, ids, batch_size)
 
     def run_sorted() -> None:
         categorizer.run_ids(ids)
@@ -101,21 +120,23 @@ def measure_model_only(
         for batch in arrival_batches:
             categorizer.run_ids(batch)
 
+    def run_windows() -> None:
+        for window in windows:
+            categorizer.run_ids(window)
+
     sorted_s: list[float] = []
     arrival_s: list[float] = []
+    window_s: list[float] = []
     for r in range(rounds):
-        # Alternate which pass goes first so a slow spell of the shared machine hits both alike.
-        passes = [(run_sorted, sorted_s), (run_arrival, arrival_s)]
+        # Alternate the order of the passes so a slow spell of the shared machine hits all alike.
+        passes = [(run_sorted, sorted_s), (run_arrival, arrival_s), (run_windows, window_s)]
         for fn, sink in passes if r % 2 == 0 else reversed(passes):
             sink.append(_timed(fn))
 
-    window_s = _timed(lambda: [categorizer.run_ids(w) for w in windows])
-
     pipeline = Pipeline(bundle, threads=threads, batch_size=batch_size)
-    shuffled_texts = list(texts)
-    rng.shuffle(shuffled_texts)
+    shuffled_texts = _arrival_order(texts, seed)
     pipeline.predict(shuffled_texts[:batch_size])
-    pipeline_s = _timed(lambda: [pipeline.predict(b) for b in _chunks(shuffled_texts, batch_size)])
+    pipeline_s = _timed(lambda: [pipeline.predict(w) for w in _chunks(shuffled_texts, micro_batch)])
     del pipeline
 
     single = [shuffled[i] for i in range(min(batch1_samples, len(shuffled)))]
@@ -134,21 +155,29 @@ def measure_model_only(
         p95_tokens=float(np.percentile(lengths, 95)),
         sorted_tps=count / statistics.median(sorted_s),
         arrival_tps=count / statistics.median(arrival_s),
-        window=window,
-        window_tps=count / window_s,
-        pipeline_arrival_tps=count / pipeline_s,
+        window=micro_batch,
+        window_tps=count / statistics.median(window_s),
+        pipeline_window_tps=count / pipeline_s,
         batch1_p50_ms=float(np.percentile(latencies_ms, 50)),
         batch1_p99_ms=float(np.percentile(latencies_ms, 99)),
         rounds={
             "sorted_tps": [count / s for s in sorted_s],
             "arrival_tps": [count / s for s in arrival_s],
+            "window_tps": [count / s for s in window_s],
         },
     )
 
 
-def measure_sorted_tps(bundle: Bundle, texts: Sequence[str], threads: int = 2, batch_size: int = 32) -> float:
-    """One sorted pass (texts/s): re-measured right after the end-to-end run to bracket it."""
+def measure_references(bundle: Bundle, texts: Sequence[str], threads: int = 2, batch_size: int = 32,
+                       micro_batch: int = 256, seed: int = 11) -> dict[str, float]:
+    """One sorted and one window pass (texts/s), same texts and arrival order as `measure_model_only`.
+
+    Re-measured right after the end-to-end run to bracket it: ``{"sorted_tps", "window_tps"}``.
+    """
     categorizer = Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads, batch_size)
     ids = categorizer.encode(texts)
-    categorizer.run_ids(ids[: batch_size * 2])
-    return len(ids) / _timed(lambda: categorizer.run_ids(ids))
+    windows = _chunks(_arrival_order(ids, seed), micro_batch)
+    _warm(categorizer, ids, batch_size)
+    window_s = _timed(lambda: [categorizer.run_ids(w) for w in windows])
+    sorted_s = _timed(lambda: categorizer.run_ids(ids))
+    return {"sorted_tps": len(ids) / sorted_s, "window_tps": len(ids) / window_s}

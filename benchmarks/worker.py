@@ -75,8 +75,12 @@ class BenchTopics:
 
 
 def worker_env(broker: str, topics: BenchTopics, bundle: Path, data_dir: Path, web_port: int,
-               batch_size: int, threads: int, partitions: int) -> dict[str, str]:
-    """Environment of the worker: the service defaults, except topics, ports and the knobs under test."""
+               micro_batch: int, model_batch: int, threads: int, partitions: int) -> dict[str, str]:
+    """Environment of the worker: the service defaults, except topics, ports and the knobs under test.
+
+    ``micro_batch`` -> STREAM_BATCH_SIZE (max messages per micro-batch taken from the stream);
+    ``model_batch`` -> STREAM_MODEL_BATCH_SIZE (texts per onnxruntime call).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
     env.update({
         "STREAM_BROKERS": broker,
@@ -87,7 +91,8 @@ def worker_env(broker: str, topics: BenchTopics, bundle: Path, data_dir: Path, w
         "STREAM_PARTITIONS": str(partitions),
         "STREAM_GROUP_ID": f"bench-worker-{uuid.uuid4().hex[:8]}",
         "STREAM_BUNDLE_PATH": str(bundle),
-        "STREAM_BATCH_SIZE": str(batch_size),
+        "STREAM_BATCH_SIZE": str(micro_batch),
+        "STREAM_MODEL_BATCH_SIZE": str(model_batch),
         "STREAM_INFERENCE_THREADS": str(threads),
         "STREAM_DATA_DIR": str(data_dir),
         "STREAM_WEB_PORT": str(web_port),
