@@ -95,16 +95,25 @@ def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets:
         for batch in length_batches(lengths, config.batch_size, rng):
             input_ids, mask = pad([ids[i] for i in batch])
             transformer, lexical = model.branch_logits(pooled[batch], input_ids, mask)
-            loss = joint_loss(transformer, lexical, y[batch], config.aux_weight)
-            for optimizer in optimizers:
-                optimizer.zero_grad()
-            loss.backward()
-            for optimizer in optimizers:
-                optimizer.step()
-            loss_value = loss.item()
+            loss_value = _step(joint_loss(transformer, lexical, y[batch], config.aux_weight), optimizers)
             advance(1)
     model.eval()
     return {"epochs": epochs, "final_loss": loss_value}
+
+
+def _step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer], clip: list[torch.Tensor] | None = None,
+          scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> float:
+    """One optimization step over every optimizer; gradient clipping only on dense parameters."""
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+    loss.backward()
+    if clip is not None:
+        nn.utils.clip_grad_norm_(clip, 1.0)
+    for optimizer in optimizers:
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item()
 
 
 def _sparse_optimizer(model: CategorizerModel, config: TrainConfig) -> list[torch.optim.Optimizer]:
@@ -146,16 +155,7 @@ def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], target
             pooled = model.pooled(input_ids, mask)
             transformer, lexical = model.branch_logits(pooled, input_ids, mask)
             loss = joint_loss(transformer, lexical, y[batch], config.aux_weight)
-            optimizer.zero_grad()
-            for extra in sparse:
-                extra.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(dense_params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            for extra in sparse:
-                extra.step()
-            loss_value = loss.item()
+            loss_value = _step(loss, [optimizer, *sparse], clip=dense_params, scheduler=scheduler)
             advance(1)
     model.eval()
     return {"epochs": config.epochs, "final_loss": loss_value}

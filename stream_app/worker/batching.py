@@ -64,7 +64,7 @@ class DriftSink(Protocol):
 
     def observe(
         self, prediction: PredictionLike, event: ProductEvent, partition: int, offset: int, processed_at: datetime
-    ) -> list[tuple[bytes, bytes, str]]: ...
+    ) -> list[tuple[bytes, bytes, str, str]]: ...  # (key, value, alert type, recommendation)
 
     def count_input(self, dead_letter: bool) -> None: ...
 
