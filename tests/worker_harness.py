@@ -5,6 +5,7 @@ Everything goes through the real broker with confluent-kafka clients; topics are
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -51,6 +52,18 @@ class WorkerTopics:
         return topics
 
 
+# Every worker subprocess a test started: a test that fails before stopping its worker must not
+# leave it running (it has its own session, so it would outlive pytest).
+_RUNNING: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _kill_leftover_workers() -> None:
+    for proc in _RUNNING:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @dataclass
 class WorkerProcess:
     """One worker subprocess; its output goes to ``log_path``."""
@@ -69,6 +82,7 @@ class WorkerProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "stream_app", "worker"], cwd=ROOT, env=self.env,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self.starts += 1
+        _RUNNING.append(self.proc)
         return self
 
     def url(self, path: str) -> str:
