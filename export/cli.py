@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from export.catalog import ELO7_TEXT_COLUMNS, LabelSpec
+from export.config import ProgressHook
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -44,7 +45,7 @@ def _label_spec(label_column: str | None, labels_column: str | None, delimiter: 
     return LabelSpec("single", (label_column or "category",))
 
 
-def _progress() -> tuple[Progress, callable]:
+def _progress() -> tuple[Progress, ProgressHook]:
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
 
