@@ -1,4 +1,4 @@
-"""`python -m export train | evaluate | bench`: build, score and time bundles."""
+"""`python -m export train | evaluate`: build and score bundles (timings: `make bench`)."""
 
 from __future__ import annotations
 
