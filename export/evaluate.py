@@ -50,8 +50,11 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
     if split == "test" and not same_catalog:
         raise CatalogError(f"{data}: --split test needs the bundle's training catalog ({info.get('data')})")
 
-    if use_test and text_columns is None and label_spec is None:
-        all_examples, sides = training_examples(bundle)
+    # The training catalog is read (and hashed) once, for the test rows and the baseline alike.
+    reuse_split = use_test and text_columns is None and label_spec is None
+    training = training_examples(bundle) if (reuse_split or baseline) else None
+    if reuse_split:
+        all_examples, sides = training
         examples = all_examples.subset(sides["test"])
     else:
         examples = load_examples(Path(data), text_columns or manifest.text_columns, manifest.text,
@@ -63,7 +66,8 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
     pipeline = Pipeline(bundle, threads=threads)
     output = pipeline.run(examples.texts)
     probs = output.probabilities
-    report = score(manifest.labels, decision_matrix(probs, manifest.thresholds), probs.argmax(1), examples.label_sets)
+    tops = probs.argmax(1)
+    report = score(manifest.labels, decision_matrix(probs, manifest.thresholds), tops, examples.label_sets)
     distances, _ = pipeline.centroids.search(output.embeddings)
     outliers = distances > manifest.drift.tau
     report.update({
@@ -76,13 +80,13 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
     })
     if use_test and len(distances) >= DEFAULT_WINDOW:
         # Held-out in-distribution rows, resampled into a 1M-message stream through the default detectors.
-        alarms = simulate_false_alarms(outliers, probs.argmax(1), DEFAULT_WINDOW, manifest.drift.expected_outlier_rate,
+        alarms = simulate_false_alarms(outliers, tops, DEFAULT_WINDOW, manifest.drift.expected_outlier_rate,
                                        category_share=manifest.drift.category_share)
         report["drift_false_alarms"] = {"messages": alarms.messages, "windows": alarms.windows,
                                         "embedding_alarms": alarms.embedding_alarms,
                                         "category_alarms": alarms.category_alarms, "per_100k": alarms.per_100k}
     if baseline:
-        train_examples, sides = training_examples(bundle)
+        train_examples, sides = training
         train = train_examples.subset(sides["train"])
         model = TfidfBaseline(manifest.labels).fit(train.texts, train.label_sets)
         decisions, top = model.decide(examples.texts)
