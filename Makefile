@@ -7,13 +7,14 @@ BROKER_PORT ?= 9092
 BUNDLE ?= models/default
 export DATASETS_DIR
 
-.PHONY: help venv model model-quick run test bench broker broker-stop lint clean
+.PHONY: help venv model model-quick run test bench bench-model broker broker-stop lint clean
 
 help:
 	@echo "make run      - end to end demo: broker, bundle (quick if models/default is missing), worker, replay"
 	@echo "make test     - install, start the broker, run pytest, stop the broker"
 	@echo "make model    - fine-tune the default bundle from the Elo7 catalog into models/default/"
 	@echo "make bench    - benchmarks (model-only vs end to end vs naive PyTorch loop)"
+	@echo "make bench-model - the bundle's INT8 graph vs the plain encoder INT8, side by side"
 	@echo "make broker / broker-stop - local Tansu broker on 127.0.0.1:$(BROKER_PORT)"
 
 $(VENV)/.installed: pyproject.toml
@@ -26,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 model: venv
-	$(PY) -m export train --data $(DATASETS_DIR)/elo7/products.parquet --out $(BUNDLE) --mode finetune --replace
+	$(PY) -m export train --data $(DATASETS_DIR)/elo7/products.parquet --out $(BUNDLE) --mode finetune --replace --torch-checkpoint $(BUNDLE)-torch
 	@echo "bundle ready at $(BUNDLE)"
 
 model-quick: venv
@@ -51,6 +52,9 @@ bench: venv
 	$(PY) -m stream_app.broker start --port $(BROKER_PORT)
 	$(PY) -m benchmarks.run --bundle $(BUNDLE) --broker 127.0.0.1:$(BROKER_PORT); \
 	  status=$$?; $(PY) -m stream_app.broker stop --port $(BROKER_PORT); exit $$status
+
+bench-model: venv
+	$(PY) -m benchmarks.model_reference --bundle $(BUNDLE)
 
 clean:
 	rm -rf .pytest_cache .hypothesis .broker

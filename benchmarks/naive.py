@@ -6,7 +6,8 @@ message before taking the next one. Run as ``python -m benchmarks.naive ...`` (a
 `benchmarks.run`, so its torch threads and memory are its own).
 
 Why this form (docs/benchmarks.md): the checkpoint is an HF encoder folder plus a small state dict
-(linear head, hashed n-gram lexical branch). The documented way to get token vectors out of an HF
+(linear head, hashed n-gram lexical branch) and, when the bundle uses it, the pickled TF-IDF
+branch (its margins are computed with scipy, as the build fitted them). The documented way to get token vectors out of an HF
 encoder is ``pipeline("feature-extraction")``; the user then mean-pools, applies the head, and
 re-tokenizes for the lexical branch, which needs the token ids the pipeline does not return. We
 give the baseline the benefit of the doubt where it costs nothing: ``return_tensors=True`` (no
@@ -44,6 +45,7 @@ def load_categorizer(checkpoint: Path, threads: int) -> tuple[Any, list[str]]:
     from transformers import pipeline
 
     from export.model import LexicalBranch
+    from export.tfidf_branch import TFIDF_CHECKPOINT_FILE, TfidfBranch
 
     torch.set_num_threads(threads)
     info = json.loads((checkpoint / "labels.json").read_text(encoding="utf-8"))
@@ -62,14 +64,19 @@ def load_categorizer(checkpoint: Path, threads: int) -> tuple[Any, list[str]]:
         lexical.eval()
     head.eval()
     tokenize = {"truncation": True, "max_length": max_tokens}
+    branch_path = checkpoint / TFIDF_CHECKPOINT_FILE
+    branch = TfidfBranch.load(branch_path) if branch_path.is_file() else None
 
     def categorize(text: str) -> list[float]:
         token_vectors = extractor(text, return_tensors=True, tokenize_kwargs=tokenize)  # [1, T, hidden]
         with torch.inference_mode():
             logits = head(token_vectors.mean(dim=1))  # one text, no padding: plain mean = mean pooling
-            if lexical is not None:
+            if lexical is not None or branch is not None:
                 enc = extractor.tokenizer(text, return_tensors="pt", **tokenize)
+            if lexical is not None:
                 logits = logits + lexical(enc["input_ids"], enc["attention_mask"])
+            if branch is not None and branch.used:  # the TF-IDF margins, in numpy as the build fitted them
+                logits = logits + torch.from_numpy(branch.extra_logits([enc["input_ids"][0].tolist()]))
             return torch.sigmoid(logits)[0].tolist()
 
     return categorize, labels

@@ -22,6 +22,7 @@ from export.encoders import resolve_encoder
 from export.metrics import score, target_matrix
 from stream_app.core.splits import SplitSpec, split_indices
 from export.stages import StageTimer
+from export.tfidf_branch import TFIDF_CHECKPOINT_FILE, TRAINING_MARGIN_SCALE, EmptyVocabularyError, TfidfBranch, attach, choose_branch, fit_lexicon, special_ids
 from export.thresholds import tune_thresholds
 from stream_app.core.bundle import SCHEMA_VERSION, Bundle, Parity, sha256_file
 from stream_app.core.decoding import decision_matrix
@@ -48,6 +49,7 @@ class BuildConfig:
     quantile: float = 0.99
     keep_fp32: bool = False
     lexical: bool = True
+    tfidf: bool = True
     replace: bool = False
     torch_checkpoint: Path | None = None
     from_checkpoint: Path | None = None
@@ -87,10 +89,19 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
 
     # torch is imported only now, so that bad input fails in a second, not after the torch import.
     from export.model import CategorizerModel
-    from export.onnx_export import export_fp32, int8_parity, quantize_int8, torch_parity
+    from export.onnx_export import export_core, int8_parity, quantize_int8, torch_parity
     from export.train import train_finetune, train_frozen
 
     progress = progress or no_progress
+    lexicon, lexicon_note = None, "--no-tfidf"
+    if config.tfidf:
+        with timer.stage("tfidf"):
+            try:
+                lexicon = fit_lexicon([ids[i] for i in sides["train"]], targets[sides["train"]],
+                                      [examples.ids[i] for i in sides["train"]], special_ids(encoder_dir / "tokenizer.json"),
+                                      config.train.seed)
+            except EmptyVocabularyError as exc:
+                lexicon_note = str(exc)
     with timer.stage("train"):
         if config.from_checkpoint is not None:
             model, train_info = load_checkpoint(config.from_checkpoint, labels, config.max_tokens)
@@ -98,17 +109,30 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             model = CategorizerModel.from_pretrained(encoder_dir, len(labels), lexical=config.lexical)
             train_ids = [ids[i] for i in sides["train"]]
             trainer = train_frozen if config.train.mode == "frozen" else train_finetune
-            train_info = trainer(model, train_ids, targets[sides["train"]], config.train, progress)
+            # The transformer learns on top of the TF-IDF margins (out-of-fold, see fit_lexicon).
+            offsets = None if lexicon is None else lexicon.out_of_fold * TRAINING_MARGIN_SCALE
+            train_info = trainer(model, train_ids, targets[sides["train"]], config.train, progress, offsets)
+            train_info["on_tfidf_margins"] = offsets is not None
         if config.torch_checkpoint is not None:
             save_checkpoint(model, encoder_dir, config.torch_checkpoint, labels, config.max_tokens,
                             {"config": asdict(config.train), "result": train_info})
 
     with staging_dir(config.out) as staging:
+        core_path = staging / "model.core.onnx"
         fp32_path, int8_path = staging / "model.fp32.onnx", staging / "model.int8.onnx"
         with timer.stage("export"):
-            export_fp32(model, fp32_path)
+            export_core(model, core_path)
+        with timer.stage("tfidf"):
+            branch = TfidfBranch.off(lexicon_note) if lexicon is None else choose_branch(
+                core_path, encoder_dir / "tokenizer.json", config.max_tokens, lexicon,
+                [ids[i] for i in sides["validation"]], targets[sides["validation"]])
+            attach(core_path, fp32_path, branch.tfidf, branch.linear, branch.weight)
+            if config.torch_checkpoint is not None:
+                branch.save(config.torch_checkpoint / TFIDF_CHECKPOINT_FILE)  # the naive benchmark adds it in numpy
+            core_path.unlink()
+        with timer.stage("parity"):
             test_ids = [ids[i] for i in sides["test"]]
-            max_diff = torch_parity(model, fp32_path, test_ids[:PARITY_ROWS])
+            max_diff = torch_parity(model, fp32_path, test_ids[:PARITY_ROWS], branch.extra_logits(test_ids[:PARITY_ROWS]))
         with timer.stage("quantize"):
             quantize_int8(fp32_path, int8_path)
             shutil.copyfile(encoder_dir / "tokenizer.json", staging / "tokenizer.json")
@@ -158,6 +182,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             "baseline_test_metrics": _headline(baseline_metrics),
             "parity": parity.model_dump(),
             "drift": {"k": drift.k, "tau": drift.tau, "quantile": drift.quantile},
+            "tfidf_branch": branch.describe(),
             "seconds": timer.seconds,
         }
         fields = dict(
@@ -182,6 +207,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
                 "label_spec": config.label_spec.describe(),
                 "split": asdict(config.split),
                 "lexical_branch": config.lexical,
+                "tfidf_branch": branch.describe(),
                 "config": asdict(config.train),
                 "result": train_info,
                 "rows_used": len(examples),

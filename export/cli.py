@@ -77,6 +77,8 @@ def train(
     lr_head: float = typer.Option(1e-3, help="head learning rate"),
     lr_lexical: float = typer.Option(2e-2, help="lexical branch learning rate"),
     no_lexical: bool = typer.Option(False, "--no-lexical", help="leave out the hashed n-gram branch"),
+    no_tfidf: bool = typer.Option(False, "--no-tfidf", help="leave out the TF-IDF linear branch "
+                                  "(token 1-3 grams, linear SVMs, added to the logits with a weight chosen on validation)"),
     seed: int = typer.Option(13, help="seed of the split, sampling and training"),
     validation: float = typer.Option(0.1, help="validation fraction (thresholds, drift calibration)"),
     test: float = typer.Option(0.1, help="test fraction (reported metrics)"),
@@ -109,7 +111,7 @@ def train(
         train=TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, lr_encoder=lr_encoder,
                           lr_head=lr_head, lr_lexical=lr_lexical, seed=seed),
         split=SplitSpec(seed=seed, validation=validation, test=test), sample=sample, k=k, quantile=quantile,
-        keep_fp32=keep_fp32, lexical=not no_lexical, replace=replace, torch_checkpoint=torch_checkpoint,
+        keep_fp32=keep_fp32, lexical=not no_lexical, tfidf=not no_tfidf, replace=replace, torch_checkpoint=torch_checkpoint,
         from_checkpoint=from_checkpoint,
     )
     progress, hook = _progress()
@@ -138,6 +140,9 @@ def _print_summary(summary: dict, version: str, out: Path, seconds: float) -> No
     table.add_row("parity", f"fp32 vs torch max|d| {p['fp32_vs_torch_max_abs_diff']:.2e}; int8 top-1 agreement "
                   f"{p['int8_vs_fp32_top1_agreement']:.4f}; cosine {p['int8_vs_fp32_embedding_cosine']:.4f}")
     table.add_row("drift", json.dumps(summary["drift"]))
+    t = summary["tfidf_branch"]
+    table.add_row("tfidf branch", f"weight {t['weight']:g} over {t['features']} n-grams; validation macro-F1 by weight "
+                  f"{json.dumps(t['validation_macro_f1_by_weight'])} {t['note']}".strip())
     table.add_row("seconds per stage", json.dumps(summary["seconds"]))
     table.add_row("total seconds", f"{seconds:.1f}")
     Console().print(table)

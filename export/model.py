@@ -78,18 +78,32 @@ class CategorizerModel(nn.Module):
         lexical = None if self.lexical is None else self.lexical(input_ids, attention_mask)
         return transformer, lexical
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embedding_and_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L2-normalized embedding, logits): what the exported core graph returns."""
         pooled = self.pooled(input_ids, attention_mask)
         transformer, lexical = self.branch_logits(pooled, input_ids, attention_mask)
         logits = transformer if lexical is None else transformer + lexical
-        embedding = nn.functional.normalize(pooled, p=2, dim=1)
+        return nn.functional.normalize(pooled, p=2, dim=1), logits
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        embedding, logits = self.embedding_and_logits(input_ids, attention_mask)
         return embedding, torch.sigmoid(logits)
 
 
-def joint_loss(transformer: torch.Tensor, lexical: torch.Tensor | None, targets: torch.Tensor, aux_weight: float = 0.5
-               ) -> torch.Tensor:
-    """BCE of the summed logits plus auxiliary BCE of each branch alone (deep supervision)."""
+def joint_loss(transformer: torch.Tensor, lexical: torch.Tensor | None, targets: torch.Tensor, aux_weight: float = 0.5,
+               offset: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE of the summed logits plus auxiliary BCE of each branch alone (deep supervision).
+
+    `offset` (the TF-IDF margins of these rows, fixed) joins the summed logits only: the branches
+    learn what the margins get wrong, while each branch's own loss keeps it a classifier alone
+    (the transformer's pooled embedding is also the drift signal).
+    """
     bce = nn.functional.binary_cross_entropy_with_logits
+    total = transformer if lexical is None else transformer + lexical
+    if offset is not None:
+        total = total + offset
     if lexical is None:
-        return bce(transformer, targets)
-    return bce(transformer + lexical, targets) + aux_weight * (bce(transformer, targets) + bce(lexical, targets))
+        loss = bce(total, targets)
+        return loss if offset is None else loss + aux_weight * bce(transformer, targets)
+    return bce(total, targets) + aux_weight * (bce(transformer, targets) + bce(lexical, targets))

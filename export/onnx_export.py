@@ -1,7 +1,9 @@
 """Export the trained model to one ONNX graph, quantize it, and measure parity.
 
-Contract: the graph has inputs `input_ids`, `attention_mask` (int64 [batch, sequence], dynamic)
-and outputs `embedding` (float32 [B, d], L2-normalized) and `probabilities` (float32 [B, C]).
+Contract: `export_core` writes the torch model as a graph with inputs `input_ids`, `attention_mask`
+(int64 [batch, sequence], dynamic) and outputs `embedding` (float32 [B, d], L2-normalized) and
+`logits` ([B, C]); `tfidf_branch.attach` turns `logits` into `probabilities` (float32 [B, C]), the
+bundle's contract.
 INT8 quantization is dynamic with per-channel weights: per-tensor INT8 degrades MiniLM's
 embeddings to cosine ~0.944 against fp32, per-channel keeps ~0.99.
 """
@@ -27,10 +29,10 @@ class _Graph(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        return self.model(input_ids, attention_mask)
+        return self.model.embedding_and_logits(input_ids, attention_mask)
 
 
-def export_fp32(model: CategorizerModel, path: Path) -> None:
+def export_core(model: CategorizerModel, path: Path) -> None:
     """torch.onnx legacy exporter (faster graphs here than the dynamo export), opset 17."""
     model.eval()
     ids, mask = pad([[101, 2000, 2001, 102], [101, 2000, 102]])
@@ -41,12 +43,12 @@ def export_fp32(model: CategorizerModel, path: Path) -> None:
             (ids, mask),
             str(path),
             input_names=["input_ids", "attention_mask"],
-            output_names=["embedding", "probabilities"],
+            output_names=["embedding", "logits"],
             dynamic_axes={
                 "input_ids": {0: "batch", 1: "sequence"},
                 "attention_mask": {0: "batch", 1: "sequence"},
                 "embedding": {0: "batch"},
-                "probabilities": {0: "batch"},
+                "logits": {0: "batch"},
             },
             opset_version=OPSET,
             do_constant_folding=True,
@@ -55,8 +57,14 @@ def export_fp32(model: CategorizerModel, path: Path) -> None:
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
-    """INT8 MatMuls (per-channel), then fp16 lookup tables (see `halve_lookup_tables`)."""
+    """INT8 MatMuls (per-channel) except the TF-IDF margins, then fp16 lookup tables.
+
+    The TF-IDF MatMul stays fp32: its input is a sparse, L2-normalized row that dynamic activation
+    quantization would flatten, and its weights are a few MB at most.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from export.tfidf_branch import MARGINS_MATMUL
 
     quantize_dynamic(
         str(fp32_path),
@@ -64,6 +72,7 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
         per_channel=True,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=[MARGINS_MATMUL],
     )
     halve_lookup_tables(int8_path)
 
@@ -98,8 +107,13 @@ def halve_lookup_tables(path: Path, min_elements: int = 1_000_000) -> None:
 
 
 @torch.no_grad()
-def torch_parity(model: CategorizerModel, onnx_path: Path, ids: Sequence[Sequence[int]], batch_size: int = 32) -> float:
-    """Max |difference| over both outputs between PyTorch and the fp32 ONNX graph on these inputs."""
+def torch_parity(model: CategorizerModel, onnx_path: Path, ids: Sequence[Sequence[int]],
+                 extra_logits: np.ndarray | None = None, batch_size: int = 32) -> float:
+    """Max |difference| over both outputs between PyTorch and the final fp32 ONNX graph on these inputs.
+
+    `extra_logits` [len(ids), C] is what the graph adds to the torch logits outside torch (the
+    TF-IDF margins computed by scikit-learn/scipy), so the figure covers the whole graph.
+    """
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -107,8 +121,12 @@ def torch_parity(model: CategorizerModel, onnx_path: Path, ids: Sequence[Sequenc
     model.eval()
     for start in range(0, len(ids), batch_size):
         input_ids, mask = pad(ids[start : start + batch_size])
-        emb_t, prob_t = model(input_ids, mask)
-        emb_o, prob_o = session.run(None, {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()})
+        emb_t, logits_t = model.embedding_and_logits(input_ids, mask)
+        if extra_logits is not None:
+            logits_t = logits_t + torch.from_numpy(extra_logits[start : start + batch_size])
+        prob_t = torch.sigmoid(logits_t)
+        emb_o, prob_o = session.run(["embedding", "probabilities"],
+                                    {"input_ids": input_ids.numpy(), "attention_mask": mask.numpy()})
         worst = max(worst, float(np.abs(emb_t.numpy() - emb_o).max()), float(np.abs(prob_t.numpy() - prob_o).max()))
     return worst
 

@@ -73,9 +73,12 @@ def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float)
 
 
 def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
-                 progress: ProgressHook = no_progress) -> dict[str, float]:
-    """Encoder frozen: cache pooled embeddings once, then train head and lexical branch."""
+                 progress: ProgressHook = no_progress, offsets: np.ndarray | None = None) -> dict[str, float]:
+    """Encoder frozen: cache pooled embeddings once, then train head and lexical branch.
+
+    `offsets` [N, C]: fixed logits added to the model's while training (see `joint_loss`)."""
     seed_everything(config.seed)
+    offset = None if offsets is None else torch.tensor(offsets, dtype=torch.float32)
     for p in model.encoder.parameters():
         p.requires_grad_(False)
     pooled = pooled_embeddings(model, ids, 64, progress, "frozen encoder: embedding train split")
@@ -95,7 +98,8 @@ def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets:
         for batch in length_batches(lengths, config.batch_size, rng):
             input_ids, mask = pad([ids[i] for i in batch])
             transformer, lexical = model.branch_logits(pooled[batch], input_ids, mask)
-            loss_value = _step(joint_loss(transformer, lexical, y[batch], config.aux_weight), optimizers)
+            loss = joint_loss(transformer, lexical, y[batch], config.aux_weight, None if offset is None else offset[batch])
+            loss_value = _step(loss, optimizers)
             advance(1)
     model.eval()
     return {"epochs": epochs, "final_loss": loss_value}
@@ -124,9 +128,12 @@ def _sparse_optimizer(model: CategorizerModel, config: TrainConfig) -> list[torc
 
 
 def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
-                   progress: ProgressHook = no_progress) -> dict[str, float]:
-    """Encoder, head and lexical branch train together, with per-part learning rates."""
+                   progress: ProgressHook = no_progress, offsets: np.ndarray | None = None) -> dict[str, float]:
+    """Encoder, head and lexical branch train together, with per-part learning rates.
+
+    `offsets` [N, C]: fixed logits added to the model's while training (see `joint_loss`)."""
     seed_everything(config.seed)
+    offset = None if offsets is None else torch.tensor(offsets, dtype=torch.float32)
     y = torch.tensor(targets, dtype=torch.float32)
     no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm")
     encoder_decay = [p for n, p in model.encoder.named_parameters() if not any(k in n for k in no_decay)]
@@ -154,7 +161,7 @@ def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], target
             input_ids, mask = pad([ids[i] for i in batch])
             pooled = model.pooled(input_ids, mask)
             transformer, lexical = model.branch_logits(pooled, input_ids, mask)
-            loss = joint_loss(transformer, lexical, y[batch], config.aux_weight)
+            loss = joint_loss(transformer, lexical, y[batch], config.aux_weight, None if offset is None else offset[batch])
             loss_value = _step(loss, [optimizer, *sparse], clip=dense_params, scheduler=scheduler)
             advance(1)
     model.eval()

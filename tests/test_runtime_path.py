@@ -31,23 +31,30 @@ def test_runtime_path_imports_no_torch(test_bundle: Path) -> None:
 
 
 def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
-    """Export a model with random head and lexical weights and compare both outputs with PyTorch."""
+    """Export a model with random head and lexical weights, attach a TF-IDF branch, compare with
+    PyTorch + scikit-learn on both outputs."""
     import torch
 
     from export.encoders import default_encoder_dir
     from export.model import CategorizerModel
-    from export.onnx_export import export_fp32, torch_parity
+    from export.onnx_export import export_core, torch_parity
+    from export.tfidf_branch import TfidfBranch, attach, fit_margins, special_ids, TokenTfidf
     from stream_app.core.model import load_tokenizer
 
     torch.manual_seed(0)
     encoder_dir = default_encoder_dir()
     model = CategorizerModel.from_pretrained(encoder_dir, num_labels=5)
     torch.nn.init.normal_(model.lexical.table.weight, std=0.5)  # zeros at init would hide a broken branch
-    path = tmp_path / "model.onnx"
-    export_fp32(model, path)
     tokenizer = load_tokenizer(encoder_dir / "tokenizer.json", 64)
-    ids = [e.ids for e in tokenizer.encode_batch(["a", "Caneca personalizada | caneca", "x " * 80, "Body | bebê body"])]
-    assert torch_parity(model, path, ids, batch_size=4) < 1e-4
+    texts = ["a", "Caneca personalizada | caneca", "x " * 80, "Body | bebê body", "caneca caneca body", "kit body bebê"]
+    ids = [e.ids for e in tokenizer.encode_batch(texts)]
+    tfidf = TokenTfidf.fit(ids, special_ids(encoder_dir / "tokenizer.json"))
+    linear = fit_margins(tfidf.transform(ids), np.eye(5, dtype=np.float32)[[0, 1, 2, 3, 1, 3]])
+    branch = TfidfBranch(tfidf, linear, 2.0, {})
+    export_core(model, tmp_path / "core.onnx")
+    attach(tmp_path / "core.onnx", tmp_path / "model.onnx", tfidf, linear, branch.weight)
+    assert np.abs(branch.extra_logits(ids)).max() > 0.1  # the branch does contribute
+    assert torch_parity(model, tmp_path / "model.onnx", ids, branch.extra_logits(ids), batch_size=4) < 1e-4
 
 
 def test_int8_graph_agrees_with_fp32(test_bundle: Path) -> None:

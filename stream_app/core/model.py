@@ -39,10 +39,25 @@ def session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
+def pad_batch(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask), int64 [len(ids), longest], right-padded with `pad_id`."""
+    width = max(1, max((len(x) for x in ids), default=0))
+    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, seq in enumerate(ids):
+        input_ids[row, : len(seq)] = seq
+        mask[row, : len(seq)] = 1
+    return input_ids, mask
+
+
 class Categorizer:
     """Runs one exported graph. Thread-safe for concurrent `run` calls (onnxruntime sessions are)."""
 
-    def __init__(self, model_path: Path, tokenizer_path: Path, max_tokens: int, threads: int = 2, batch_size: int = 32):
+    def __init__(self, model_path: Path, tokenizer_path: Path, max_tokens: int, threads: int = 2, batch_size: int = 32,
+                 outputs: tuple[str, str] = ("embedding", "probabilities")):
+        """`outputs`: the graph's two output names read into `ModelOutput` (the build reads
+        ``("embedding", "logits")`` of its intermediate graph this way)."""
+        self.outputs = list(outputs)
         self.tokenizer = load_tokenizer(tokenizer_path, max_tokens)
         self.session = ort.InferenceSession(
             str(model_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
@@ -69,14 +84,8 @@ class Categorizer:
         embeddings: list[np.ndarray] = []
         probabilities: list[np.ndarray] = []
         for start in range(0, count, self.batch_size):
-            chunk = [ids[i] for i in order[start : start + self.batch_size]]
-            width = max(1, max(len(x) for x in chunk))
-            input_ids = np.full((len(chunk), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, seq in enumerate(chunk):
-                input_ids[row, : len(seq)] = seq
-                mask[row, : len(seq)] = 1
-            emb, prob = self.session.run(["embedding", "probabilities"], {"input_ids": input_ids, "attention_mask": mask})
+            input_ids, mask = pad_batch([ids[i] for i in order[start : start + self.batch_size]], self.pad_id)
+            emb, prob = self.session.run(self.outputs, {"input_ids": input_ids, "attention_mask": mask})
             embeddings.append(emb)
             probabilities.append(prob)
         inverse = np.empty(count, dtype=np.int64)

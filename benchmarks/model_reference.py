@@ -1,0 +1,180 @@
+"""``python -m benchmarks.model_reference``: the bundle's INT8 graph against plain MiniLM INT8, side by side.
+
+Usage::
+
+    python -m benchmarks.model_reference --bundle models/default [--texts 3000] [--rounds 3]
+
+Why: the speed target (>= 1,000 texts/s at batch 32 for a MiniLM-size INT8 encoder) was set from
+shared/NOTES.md, where plain MiniLM INT8 ran at ~1,600 texts/s at 24 tokens. This shared machine's
+speed drifts by several times between sessions, so an absolute figure alone cannot say whether the
+bundle or the machine is slow. This command times, in alternating rounds on the same token ids
+(length-sorted batches, as the worker runs them):
+
+* ``bundle``: the bundle's INT8 graph (encoder + head + TF-IDF branch), what the worker runs;
+* ``plain``: the bundle's base encoder alone, mean-pooled, exported and quantized the same way
+  (INT8 per-channel MatMuls), built once into .cache/bench/ (needs the build extras: torch);
+* ``tfidf``: the bundle's TF-IDF branch alone (cut out of the bundle graph), its share of the cost;
+* a 2048x2048 float32 matmul, as a machine-speed probe.
+
+It prints the median round of each and the ratios. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.data import ROOT, load_products, render_texts
+from stream_app.core.bundle import Bundle
+from stream_app.core.model import Categorizer, pad_batch, session_options
+
+CACHE = ROOT / ".cache" / "bench"
+NOTES_PLAIN_INT8_TPS = 1600.0  # shared/NOTES.md: plain MiniLM INT8 per-channel, batch 32, ~24 tokens
+console = Console()
+
+
+def plain_encoder_graph(encoder_dir: Path) -> Path:
+    """The base encoder alone (mean-pooled, normalized), INT8 per-channel; cached by encoder path."""
+    import hashlib
+
+    key = hashlib.sha256(str(encoder_dir.resolve()).encode()).hexdigest()[:12]
+    int8 = CACHE / f"plain-{key}.int8.onnx"
+    if int8.is_file():
+        return int8
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModel
+
+    from export.model import mean_pool
+    from export.train import pad
+
+    class Plain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = AutoModel.from_pretrained(str(encoder_dir), local_files_only=True)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return torch.nn.functional.normalize(mean_pool(hidden, attention_mask), dim=1)
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    fp32 = CACHE / f"plain-{key}.fp32.onnx"
+    ids, mask = pad([[101, 2000, 2001, 102], [101, 2000, 102]])
+    with torch.no_grad():
+        torch.onnx.export(Plain().eval(), (ids, mask), str(fp32), input_names=["input_ids", "attention_mask"],
+                          output_names=["embedding"], opset_version=17, dynamo=False,
+                          dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"},
+                                        "embedding": {0: "b"}})
+    quantize_dynamic(str(fp32), str(int8), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    fp32.unlink()
+    return int8
+
+
+def tfidf_only_graph(bundle: Bundle) -> Path | None:
+    """The bundle graph cut down to input_ids -> TF-IDF margins (None when the bundle has no branch)."""
+    import onnx
+
+    names = {n.name for n in onnx.load(str(bundle.model_path), load_external_data=False).graph.node}
+    if "tfidf_counts" not in names:
+        return None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = CACHE / f"tfidf-{bundle.version}.onnx"
+    if not out.is_file():
+        onnx.utils.extract_model(str(bundle.model_path), str(out), ["input_ids"], ["tfidf_margins"])
+    return out
+
+
+def _batches(ids: Sequence[Sequence[int]], batch_size: int, pad_id: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    return [pad_batch([ids[i] for i in order[start : start + batch_size]], pad_id)
+            for start in range(0, len(ids), batch_size)]
+
+
+def _rate(session: ort.InferenceSession, batches: list[tuple[np.ndarray, np.ndarray]], texts: int) -> float:
+    wanted = {i.name for i in session.get_inputs()}
+    feeds = [{k: v for k, v in (("input_ids", ids), ("attention_mask", mask)) if k in wanted} for ids, mask in batches]
+    session.run(None, feeds[0])
+    start = time.perf_counter()
+    for feed in feeds:
+        session.run(None, feed)
+    return texts / (time.perf_counter() - start)
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    a @ a
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    return repeats * 2 * size**3 / (time.perf_counter() - start) / 1e9
+
+
+def main(
+    bundle: Path = typer.Option(Path("models/default"), "--bundle", help="Bundle directory."),
+    texts: int = typer.Option(3000, "--texts", min=32, help="Elo7 texts to time."),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Alternating rounds; the median is reported."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    threads: int = typer.Option(2, "--threads", min=1),
+    encoder: Path | None = typer.Option(None, "--encoder", help="Plain encoder folder (default: the installed MiniLM)."),
+) -> None:
+    """Time the bundle graph, the plain encoder and the TF-IDF branch alone, in alternating rounds."""
+    from export.encoders import resolve_encoder
+
+    loaded = Bundle.load(bundle)
+    encoder_dir = encoder or resolve_encoder(None)[1]
+    sample = render_texts(loaded.manifest.text, load_products(texts))
+    categorizer = Categorizer(loaded.model_path, loaded.tokenizer_path, loaded.manifest.max_tokens, threads, batch_size)
+    ids = categorizer.encode(sample)
+    batches = _batches(ids, batch_size, categorizer.pad_id)
+    options = session_options(threads)
+    sessions = {"bundle": categorizer.session,
+                "plain": ort.InferenceSession(str(plain_encoder_graph(encoder_dir)), options,
+                                              providers=["CPUExecutionProvider"])}
+    cut = tfidf_only_graph(loaded)
+    if cut is not None:
+        sessions["tfidf"] = ort.InferenceSession(str(cut), options, providers=["CPUExecutionProvider"])
+    runs: dict[str, list[float]] = {name: [] for name in sessions}
+    gflops = []
+    for _ in range(rounds):
+        gflops.append(matmul_gflops())
+        for name, session in sessions.items():
+            runs[name].append(_rate(session, batches, len(ids)))
+    median = {name: statistics.median(values) for name, values in runs.items()}
+    result = {
+        "bundle": str(bundle), "bundle_version": loaded.version, "texts": len(ids), "batch_size": batch_size,
+        "threads": threads, "mean_tokens": float(np.mean([len(x) for x in ids])),
+        "texts_per_s": median, "rounds": runs, "matmul_gflops": statistics.median(gflops),
+        "bundle_over_plain": median["bundle"] / median["plain"],
+        "plain_over_notes": median["plain"] / NOTES_PLAIN_INT8_TPS,
+        "bundle_at_notes_speed": median["bundle"] / median["plain"] * NOTES_PLAIN_INT8_TPS,
+    }
+    table = Table(title=f"INT8 graphs, {len(ids)} Elo7 texts (mean {result['mean_tokens']:.1f} tokens), "
+                        f"sorted batches of {batch_size}, {threads} threads, median of {rounds}")
+    table.add_column("graph")
+    table.add_column("texts/s", justify="right")
+    table.add_column("note")
+    table.add_row("bundle (encoder + head + TF-IDF)", f"{median['bundle']:,.0f}", "what the worker runs")
+    table.add_row("plain encoder, mean-pooled", f"{median['plain']:,.0f}",
+                  f"NOTES measured ~{NOTES_PLAIN_INT8_TPS:,.0f} here: this machine now runs at "
+                  f"x{result['plain_over_notes']:.2f} of that")
+    if "tfidf" in median:
+        table.add_row("TF-IDF branch alone", f"{median['tfidf']:,.0f}",
+                      f"{median['bundle'] / median['tfidf']:.1%} of the bundle's time")
+    table.add_row("bundle / plain", f"{result['bundle_over_plain']:.2f}",
+                  f"-> {result['bundle_at_notes_speed']:,.0f} texts/s at the speed NOTES measured")
+    table.add_row("float32 matmul 2048^2", f"{result['matmul_gflops']:.0f} GFLOP/s", "machine-speed probe")
+    console.print(table)
+    console.print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    typer.run(main)
