@@ -22,7 +22,8 @@ from export.encoders import resolve_encoder
 from export.metrics import score, target_matrix
 from stream_app.core.splits import SplitSpec, split_indices
 from export.stages import StageTimer
-from export.tfidf_branch import TFIDF_CHECKPOINT_FILE, TRAINING_MARGIN_SCALE, EmptyVocabularyError, TfidfBranch, attach, choose_branch, fit_lexicon, special_ids
+from export.tfidf_branch import (TFIDF_CHECKPOINT_FILE, TRAINING_MARGIN_SCALE, EmptyVocabularyError, TfidfBranch,
+                                 attach, choose_branch, fit_lexicon, special_ids)
 from export.thresholds import tune_thresholds
 from stream_app.core.bundle import SCHEMA_VERSION, Bundle, Parity, sha256_file
 from stream_app.core.decoding import decision_matrix
@@ -48,7 +49,7 @@ class BuildConfig:
     k: int = DEFAULT_K
     quantile: float = 0.99
     keep_fp32: bool = False
-    lexical: bool = True
+    lexical: bool = False  # the hashed bigram layer; the TF-IDF branch outperformed it (README)
     tfidf: bool = True
     replace: bool = False
     torch_checkpoint: Path | None = None
@@ -99,7 +100,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             try:
                 lexicon = fit_lexicon([ids[i] for i in sides["train"]], targets[sides["train"]],
                                       [examples.ids[i] for i in sides["train"]], special_ids(encoder_dir / "tokenizer.json"),
-                                      config.train.seed)
+                                      config.train.seed, out_of_fold=config.from_checkpoint is None)
             except EmptyVocabularyError as exc:
                 lexicon_note = str(exc)
     with timer.stage("train"):
@@ -122,7 +123,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
         fp32_path, int8_path = staging / "model.fp32.onnx", staging / "model.int8.onnx"
         with timer.stage("export"):
             export_core(model, core_path)
-        with timer.stage("tfidf"):
+        with timer.stage("tfidf_weight"):
             branch = TfidfBranch.off(lexicon_note) if lexicon is None else choose_branch(
                 core_path, encoder_dir / "tokenizer.json", config.max_tokens, lexicon,
                 [ids[i] for i in sides["validation"]], targets[sides["validation"]])

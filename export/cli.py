@@ -76,7 +76,9 @@ def train(
     lr_encoder: float = typer.Option(5e-5, help="encoder learning rate (finetune)"),
     lr_head: float = typer.Option(1e-3, help="head learning rate"),
     lr_lexical: float = typer.Option(2e-2, help="lexical branch learning rate"),
-    no_lexical: bool = typer.Option(False, "--no-lexical", help="leave out the hashed n-gram branch"),
+    lexical: bool = typer.Option(False, "--lexical/--no-lexical",
+                                 help="add a hashed token-bigram layer trained with the transformer (off by default: "
+                                 "the TF-IDF branch does its job better, see README)"),
     no_tfidf: bool = typer.Option(False, "--no-tfidf", help="leave out the TF-IDF linear branch "
                                   "(token 1-3 grams, linear SVMs, added to the logits with a weight chosen on validation)"),
     seed: int = typer.Option(13, help="seed of the split, sampling and training"),
@@ -111,7 +113,7 @@ def train(
         train=TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, lr_encoder=lr_encoder,
                           lr_head=lr_head, lr_lexical=lr_lexical, seed=seed),
         split=SplitSpec(seed=seed, validation=validation, test=test), sample=sample, k=k, quantile=quantile,
-        keep_fp32=keep_fp32, lexical=not no_lexical, tfidf=not no_tfidf, replace=replace, torch_checkpoint=torch_checkpoint,
+        keep_fp32=keep_fp32, lexical=lexical, tfidf=not no_tfidf, replace=replace, torch_checkpoint=torch_checkpoint,
         from_checkpoint=from_checkpoint,
     )
     progress, hook = _progress()

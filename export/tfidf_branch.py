@@ -296,8 +296,9 @@ class FittedLexicon:
 
 
 def fit_lexicon(train: Sequence[Sequence[int]], targets: np.ndarray, groups: Sequence[str], special: set[int],
-                seed: int, folds: int = OUT_OF_FOLD_FOLDS) -> FittedLexicon:
-    """Fit on all of `train`; also refit per group fold for out-of-fold margins.
+                seed: int, folds: int = OUT_OF_FOLD_FOLDS, out_of_fold: bool = True) -> FittedLexicon:
+    """Fit on all of `train`; also refit per group fold for out-of-fold margins (zeros when
+    `out_of_fold` is False: a re-export of trained weights does not need them).
 
     The transformer trains on top of the margins (its logits are added to them), so the margins it
     sees while training must be those of rows the SVMs did not fit: in-sample margins are
@@ -308,10 +309,10 @@ def fit_lexicon(train: Sequence[Sequence[int]], targets: np.ndarray, groups: Seq
 
     tfidf = TokenTfidf.fit(train, special)
     linear = fit_margins(tfidf.transform(train), targets, seed=seed)
-    out_of_fold = np.zeros(targets.shape, dtype=np.float32)
+    margins = np.zeros(targets.shape, dtype=np.float32)
     n_groups = len(set(groups))
-    if n_groups < 2:
-        return FittedLexicon(tfidf, linear, out_of_fold)
+    if n_groups < 2 or not out_of_fold:
+        return FittedLexicon(tfidf, linear, margins)
     for fit_rows, held_rows in GroupKFold(min(folds, n_groups)).split(train, groups=list(groups)):
         fold_train = [train[i] for i in fit_rows]
         try:
@@ -319,8 +320,8 @@ def fit_lexicon(train: Sequence[Sequence[int]], targets: np.ndarray, groups: Seq
         except EmptyVocabularyError:
             continue  # this fold has nothing to learn from: its rows keep zero margins
         fold_linear = fit_margins(fold_tfidf.transform(fold_train), targets[fit_rows], seed=seed)
-        out_of_fold[held_rows] = fold_linear.margins(fold_tfidf.transform([train[i] for i in held_rows]))
-    return FittedLexicon(tfidf, linear, out_of_fold)
+        margins[held_rows] = fold_linear.margins(fold_tfidf.transform([train[i] for i in held_rows]))
+    return FittedLexicon(tfidf, linear, margins)
 
 
 def choose_branch(core: Path, tokenizer_path: Path, max_tokens: int, lexicon: FittedLexicon,
