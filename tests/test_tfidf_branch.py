@@ -148,3 +148,19 @@ def test_attach_refuses_a_graph_without_logits(tmp_path: Path) -> None:
     onnx.save(model, str(core))
     with pytest.raises(ValueError, match="logits"):
         attach(core, tmp_path / "out.onnx", None, None, 0.0)
+
+
+def test_bundle_records_the_branch_it_carries(test_bundle: Path) -> None:
+    """The manifest says which weight validation chose among all candidates, and the graph agrees."""
+    from export.tfidf_branch import WEIGHT_GRID
+    from stream_app.core.bundle import Bundle
+
+    bundle = Bundle.load(test_bundle)
+    info = bundle.manifest.training["tfidf_branch"]
+    scores = info["validation_macro_f1_by_weight"]
+    assert set(scores) == {f"{w:g}" for w in WEIGHT_GRID}
+    assert scores[f"{info['weight']:g}"] == max(scores.values())
+    assert info["used"] == (info["weight"] != 0) and info["features"] > 0
+    ops = {node.op_type for node in onnx.load(str(bundle.model_path)).graph.node}
+    assert ("TfIdfVectorizer" in ops) == info["used"]
+    assert bundle.manifest.training["result"]["on_tfidf_margins"] is True
