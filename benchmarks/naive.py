@@ -6,10 +6,11 @@ message before taking the next one. Run as ``python -m benchmarks.naive ...`` (a
 `benchmarks.run`, so its torch threads and memory are its own).
 
 Why this form (docs/benchmarks.md): the checkpoint is an HF encoder folder plus a small state dict
-(linear head, hashed n-gram lexical branch) and, when the bundle uses it, the pickled TF-IDF
-branch (its margins are computed with scipy, as the build fitted them). The documented way to get token vectors out of an HF
-encoder is ``pipeline("feature-extraction")``; the user then mean-pools, applies the head, and
-re-tokenizes for the lexical branch, which needs the token ids the pipeline does not return. We
+(linear head, optional hashed n-gram lexical branch) and, when the bundle uses it, the pickled
+TF-IDF branch (its margins computed with scipy, as the build fitted them). The documented way to
+get token vectors out of an HF encoder is ``pipeline("feature-extraction")``; the user then
+mean-pools, applies the head, and re-tokenizes for the lexical and TF-IDF branches, which need the
+token ids the pipeline does not return. We
 give the baseline the benefit of the doubt where it costs nothing: ``return_tensors=True`` (no
 nested Python lists), the same truncation (max_tokens) and ``torch.set_num_threads`` equal to
 onnxruntime's. Wrapping ``export.model.CategorizerModel`` in a custom ``Pipeline`` subclass was the

@@ -192,6 +192,11 @@ def evaluate(
     lines = [("model", report)] + ([("baseline (TF-IDF + LinearSVC)", report["baseline"])] if "baseline" in report else [])
     for name, m in lines:
         print(f"{name:32s} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}")
+    diff = report.get("baseline", {}).get("macro_f1_difference")
+    if diff and diff["ci95"]:
+        print(f"macro-F1 model - baseline {diff['model_minus_baseline']:+.4f}, 95% interval "
+              f"[{diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f}] (paired bootstrap by {diff['grouped_by']}, "
+              f"{diff['resamples']} resamples; model not better in {diff['share_not_better']:.1%})")
     print(f"outlier rate {report['outlier_rate']:.4f} (expected {report['expected_outlier_rate']:.4f})")
     if "drift_false_alarms" in report:
         fa = report["drift_false_alarms"]

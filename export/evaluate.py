@@ -13,7 +13,7 @@ from pathlib import Path
 
 from export.baseline import TfidfBaseline
 from export.catalog import CatalogError, Examples, LabelSpec, load_examples, read_table
-from export.metrics import score
+from export.metrics import macro_f1_difference, score
 from stream_app.core.splits import SplitSpec, split_indices
 from stream_app.core.bundle import Bundle, sha256_file
 from stream_app.core.decoding import decision_matrix
@@ -91,6 +91,9 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
         model = TfidfBaseline(manifest.labels).fit(train.texts, train.label_sets)
         decisions, top = model.decide(examples.texts)
         report["baseline"] = score(manifest.labels, decisions, top, examples.label_sets)
+        report["baseline"]["macro_f1_difference"] = macro_f1_difference(
+            manifest.labels, decision_matrix(probs, manifest.thresholds), decisions, examples.label_sets,
+            groups=examples.ids)
     return report
 
 

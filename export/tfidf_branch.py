@@ -14,6 +14,9 @@ Contract:
   `transform(ids)` gives the CSR matrix [N, F] that the graph computes from the same ids.
 - `fit_margins(features, targets)`: one-vs-rest linear SVMs, weights [C, F] and intercepts [C];
   a label with one class only in training gets zeros (it cannot be learned, it adds nothing).
+- `fit_lexicon(train, ...)`: all of the above on the train split, plus out-of-fold margins for its
+  rows (grouped folds), which the transformer trains on top of (`export.model.joint_loss`).
+- `choose_branch(core, ...)`: the weight, chosen on the validation split from `WEIGHT_GRID`.
 - `attach(core, out, ...)`: takes an exported graph with outputs `embedding` and `logits` and
   writes one with `embedding` and `probabilities = sigmoid(logits + weight * margins)`.
 """

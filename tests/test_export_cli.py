@@ -91,6 +91,9 @@ def test_evaluate_json_on_the_test_split(test_bundle: Path) -> None:
     assert report["accuracy"] > 0.6 and report["baseline"]["accuracy"] > 0.6  # far above the 46% majority class
     manifest = json.loads((test_bundle / "manifest.json").read_text())
     assert report["accuracy"] == pytest.approx(manifest["metrics"]["test"]["accuracy"], abs=1e-9)
+    diff = report["baseline"]["macro_f1_difference"]
+    assert diff["model_minus_baseline"] == pytest.approx(report["macro_f1"] - report["baseline"]["macro_f1"])
+    assert diff["ci95"][0] <= diff["model_minus_baseline"] <= diff["ci95"][1] and diff["grouped_by"] == "group"
 
 
 def test_evaluate_data_with_an_unknown_label(test_bundle: Path, tmp_path: Path) -> None:
