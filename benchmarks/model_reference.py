@@ -167,8 +167,10 @@ def main(
                   f"NOTES measured ~{NOTES_PLAIN_INT8_TPS:,.0f} here: this machine now runs at "
                   f"x{result['plain_over_notes']:.2f} of that")
     if "tfidf" in median:
+        result["tfidf_branch_mb"] = cut.stat().st_size / 1e6
         table.add_row("TF-IDF branch alone", f"{median['tfidf']:,.0f}",
-                      f"{median['bundle'] / median['tfidf']:.1%} of the bundle's time")
+                      f"{median['bundle'] / median['tfidf']:.1%} of the bundle's time; "
+                      f"{result['tfidf_branch_mb']:.1f} MB of the graph")
     table.add_row("bundle / plain", f"{result['bundle_over_plain']:.2f}",
                   f"-> {result['bundle_at_notes_speed']:,.0f} texts/s at the speed NOTES measured")
     table.add_row("float32 matmul 2048^2", f"{result['matmul_gflops']:.0f} GFLOP/s", "machine-speed probe")

@@ -111,7 +111,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             train_ids = [ids[i] for i in sides["train"]]
             trainer = train_frozen if config.train.mode == "frozen" else train_finetune
             # The transformer learns on top of the TF-IDF margins (out-of-fold, see fit_lexicon).
-            offsets = None if lexicon is None else lexicon.out_of_fold * TRAINING_MARGIN_SCALE
+            offsets = None if lexicon is None or lexicon.out_of_fold is None else lexicon.out_of_fold * TRAINING_MARGIN_SCALE
             train_info = trainer(model, train_ids, targets[sides["train"]], config.train, progress, offsets)
             train_info["on_tfidf_margins"] = offsets is not None
         if config.torch_checkpoint is not None:

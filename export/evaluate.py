@@ -67,7 +67,8 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
     output = pipeline.run(examples.texts)
     probs = output.probabilities
     tops = probs.argmax(1)
-    report = score(manifest.labels, decision_matrix(probs, manifest.thresholds), tops, examples.label_sets)
+    decisions = decision_matrix(probs, manifest.thresholds)
+    report = score(manifest.labels, decisions, tops, examples.label_sets)
     distances, _ = pipeline.centroids.search(output.embeddings)
     outliers = distances > manifest.drift.tau
     report.update({
@@ -89,11 +90,10 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
         train_examples, sides = training
         train = train_examples.subset(sides["train"])
         model = TfidfBaseline(manifest.labels).fit(train.texts, train.label_sets)
-        decisions, top = model.decide(examples.texts)
-        report["baseline"] = score(manifest.labels, decisions, top, examples.label_sets)
+        baseline_decisions, top = model.decide(examples.texts)
+        report["baseline"] = score(manifest.labels, baseline_decisions, top, examples.label_sets)
         report["baseline"]["macro_f1_difference"] = macro_f1_difference(
-            manifest.labels, decision_matrix(probs, manifest.thresholds), decisions, examples.label_sets,
-            groups=examples.ids)
+            manifest.labels, decisions, baseline_decisions, examples.label_sets, groups=examples.ids)
     return report
 
 

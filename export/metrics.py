@@ -23,30 +23,45 @@ def target_matrix(label_sets: Sequence[Sequence[str]], labels: Sequence[str]) ->
     return y
 
 
-def score(model_labels: Sequence[str], decisions: np.ndarray, top_indices: np.ndarray,
-          label_sets: Sequence[Sequence[str]]) -> dict:
-    """accuracy (top-1 in the true set), micro/macro F1 of the decisions, per-category P/R/F1."""
+def label_space(model_labels: Sequence[str], decisions: np.ndarray, label_sets: Sequence[Sequence[str]]
+                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(all labels, truth [N, L], decisions [N, L]): the model's labels, then the unknown ones
+    (present in the data, never decided, so they count as misses)."""
     known = set(model_labels)
     unknown = sorted({label for s in label_sets for label in s if label not in known})
     all_labels = list(model_labels) + unknown
     y = target_matrix(label_sets, all_labels)
     d = np.zeros_like(y)
     d[:, : len(model_labels)] = decisions
+    return all_labels, y, d
+
+
+def macro_f1(y: np.ndarray, d: np.ndarray) -> float:
+    """Macro-F1 over the categories that occur in `y` (a category absent from the data has no F1)."""
+    f1 = precision_recall_fscore_support(y, d, average=None, zero_division=0, labels=list(range(y.shape[1])))[2]
+    present = y.any(axis=0)
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+def score(model_labels: Sequence[str], decisions: np.ndarray, top_indices: np.ndarray,
+          label_sets: Sequence[Sequence[str]]) -> dict:
+    """accuracy (top-1 in the true set), micro/macro F1 of the decisions, per-category P/R/F1."""
+    all_labels, y, d = label_space(model_labels, decisions, label_sets)
+    known = set(model_labels)
     hits = y[np.arange(len(y)), np.asarray(top_indices, dtype=np.int64)]
     precision, recall, f1, support = precision_recall_fscore_support(y, d, average=None, zero_division=0)
     micro = precision_recall_fscore_support(y, d, average="micro", zero_division=0)[2]
-    present = support > 0  # macro over categories that occur in this data
     return {
         "rows": int(len(y)),
         "accuracy": float(hits.mean()) if len(y) else 0.0,
         "micro_f1": float(micro),
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_f1": macro_f1(y, d),
         "per_category": {
             label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                     "support": int(support[i])}
             for i, label in enumerate(all_labels)
         },
-        "unknown_labels": unknown,
+        "unknown_labels": all_labels[len(model_labels):],
         "rows_with_unknown_label": int(sum(any(label not in known for label in s) for s in label_sets)),
     }
 
@@ -61,20 +76,11 @@ def macro_f1_difference(model_labels: Sequence[str], model_decisions: np.ndarray
     when given, since a product's rows are not independent. Returns the point difference, the 95%
     percentile interval and the share of resamples where the model is not better.
     """
-    known = list(model_labels)
-    unknown = sorted({label for s in label_sets for label in s if label not in set(known)})
-    y = target_matrix(label_sets, known + unknown)
-    width = y.shape[1]
-    a = np.zeros_like(y)
-    b = np.zeros_like(y)
-    a[:, : len(known)] = model_decisions
-    b[:, : len(known)] = baseline_decisions
+    _, y, a = label_space(model_labels, model_decisions, label_sets)
+    b = label_space(model_labels, baseline_decisions, label_sets)[2]
 
     def macro(rows: np.ndarray, d: np.ndarray) -> float:
-        f1 = precision_recall_fscore_support(y[rows], d[rows], average=None, zero_division=0,
-                                             labels=list(range(width)))[2]
-        present = y[rows].any(axis=0)
-        return float(f1[present].mean()) if present.any() else 0.0
+        return macro_f1(y[rows], d[rows])
 
     everything = np.arange(len(y))
     point = macro(everything, a) - macro(everything, b)

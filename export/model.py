@@ -100,10 +100,8 @@ def joint_loss(transformer: torch.Tensor, lexical: torch.Tensor | None, targets:
     (the transformer's pooled embedding is also the drift signal).
     """
     bce = nn.functional.binary_cross_entropy_with_logits
-    total = transformer if lexical is None else transformer + lexical
-    if offset is not None:
-        total = total + offset
-    if lexical is None:
-        loss = bce(total, targets)
-        return loss if offset is None else loss + aux_weight * bce(transformer, targets)
-    return bce(total, targets) + aux_weight * (bce(transformer, targets) + bce(lexical, targets))
+    branches = [transformer] if lexical is None else [transformer, lexical]
+    total = sum(branches[1:], branches[0]) if offset is None else sum(branches, offset)
+    if len(branches) == 1 and offset is None:
+        return bce(total, targets)  # nothing else in the sum: the auxiliary loss would repeat it
+    return bce(total, targets) + aux_weight * sum(bce(branch, targets) for branch in branches)

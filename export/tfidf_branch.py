@@ -85,8 +85,8 @@ class TokenTfidf:
             vectorizer.fit(ids)
         except ValueError as exc:  # scikit-learn: "empty vocabulary" / "max_df corresponds to < documents than min_df"
             raise EmptyVocabularyError(f"no token n-gram occurs in {min_df}+ training rows ({exc})") from exc
-        order = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)
-        return cls(order, vectorizer.idf_[[vectorizer.vocabulary_[g] for g in order]], frozen, max_n)
+        columns = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)  # n-gram of column j
+        return cls(columns, vectorizer.idf_, frozen, max_n)
 
     def transform(self, ids: Sequence[Sequence[int]]) -> sparse.csr_matrix:
         """Sublinear tf * idf, L2-normalized rows: exactly what `attach` computes in the graph."""
@@ -151,8 +151,7 @@ def choose_weight(logits: np.ndarray, margins: np.ndarray, targets: np.ndarray,
     does), so the comparison is between the decisions the bundle would actually make. Ties go to
     the smaller weight (the transformer alone is the simpler model).
     """
-    from sklearn.metrics import f1_score
-
+    from export.metrics import macro_f1
     from export.thresholds import tune_thresholds
     from stream_app.core.decoding import decision_matrix
 
@@ -162,9 +161,7 @@ def choose_weight(logits: np.ndarray, margins: np.ndarray, targets: np.ndarray,
     for weight in grid:
         probabilities = 0.5 * (1.0 + np.tanh(0.5 * (logits + weight * margins)))  # sigmoid without overflow
         thresholds = tune_thresholds(probabilities, truth)
-        present = truth.any(axis=0)  # macro over the categories that occur, as `metrics.score` does
-        decided = decision_matrix(probabilities, thresholds)
-        value = float(f1_score(truth[:, present], decided[:, present], average="macro", zero_division=0))
+        value = macro_f1(truth, decision_matrix(probabilities, thresholds))
         scores[f"{weight:g}"] = round(value, 4)
         if value > best_score + 1e-9:
             best, best_score = weight, value
@@ -295,13 +292,14 @@ class FittedLexicon:
 
     tfidf: TokenTfidf
     linear: LinearMargins
-    out_of_fold: np.ndarray  # float32 [len(train), C]: each row's margins from SVMs that never saw its group
+    out_of_fold: np.ndarray | None  # float32 [len(train), C]: each row's margins from SVMs that never saw its group
 
 
 def fit_lexicon(train: Sequence[Sequence[int]], targets: np.ndarray, groups: Sequence[str], special: set[int],
                 seed: int, folds: int = OUT_OF_FOLD_FOLDS, out_of_fold: bool = True) -> FittedLexicon:
-    """Fit on all of `train`; also refit per group fold for out-of-fold margins (zeros when
-    `out_of_fold` is False: a re-export of trained weights does not need them).
+    """Fit on all of `train`; also refit per group fold for out-of-fold margins (None when
+    `out_of_fold` is False, since a re-export of trained weights does not need them, or when there
+    are fewer than two groups to fold).
 
     The transformer trains on top of the margins (its logits are added to them), so the margins it
     sees while training must be those of rows the SVMs did not fit: in-sample margins are
@@ -312,10 +310,10 @@ def fit_lexicon(train: Sequence[Sequence[int]], targets: np.ndarray, groups: Seq
 
     tfidf = TokenTfidf.fit(train, special)
     linear = fit_margins(tfidf.transform(train), targets, seed=seed)
-    margins = np.zeros(targets.shape, dtype=np.float32)
     n_groups = len(set(groups))
     if n_groups < 2 or not out_of_fold:
-        return FittedLexicon(tfidf, linear, margins)
+        return FittedLexicon(tfidf, linear, None)
+    margins = np.zeros(targets.shape, dtype=np.float32)
     for fit_rows, held_rows in GroupKFold(min(folds, n_groups)).split(train, groups=list(groups)):
         fold_train = [train[i] for i in fit_rows]
         try:
