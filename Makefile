@@ -7,7 +7,7 @@ BROKER_PORT ?= 9092
 BUNDLE ?= models/default
 export DATASETS_DIR
 
-.PHONY: help venv model model-quick run test bench bench-model broker broker-stop lint clean
+.PHONY: help venv model model-quick run test bench bench-model soak broker broker-stop lint clean
 
 help:
 	@echo "make run      - end to end demo: broker, bundle (quick if models/default is missing), worker, replay"
@@ -15,6 +15,7 @@ help:
 	@echo "make model    - fine-tune the default bundle from the Elo7 catalog into models/default/"
 	@echo "make bench    - benchmarks (model-only vs end to end vs naive PyTorch loop)"
 	@echo "make bench-model - the bundle's INT8 graph vs the plain encoder INT8, side by side"
+	@echo "make soak     - soak: worker RSS over 1M products, then a flood of ~900 KB messages (SOAK_ARGS=...)"
 	@echo "make broker / broker-stop - local Tansu broker on 127.0.0.1:$(BROKER_PORT)"
 
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +52,11 @@ test: venv
 bench: venv
 	$(PY) -m stream_app.broker start --port $(BROKER_PORT)
 	$(PY) -m benchmarks.run --bundle $(BUNDLE) --broker 127.0.0.1:$(BROKER_PORT); \
+	  status=$$?; $(PY) -m stream_app.broker stop --port $(BROKER_PORT); exit $$status
+
+soak: venv
+	$(PY) -m stream_app.broker start --port $(BROKER_PORT)
+	$(PY) -m benchmarks.soak --bundle $(BUNDLE) --broker 127.0.0.1:$(BROKER_PORT) $(SOAK_ARGS); \
 	  status=$$?; $(PY) -m stream_app.broker stop --port $(BROKER_PORT); exit $$status
 
 bench-model: venv

@@ -221,6 +221,10 @@ def run_demo(bundle: Path, datasets_dir: Path, broker_port: int, *, elo7_rows: i
 
 def _print_alert(alert: dict[str, Any]) -> None:
     kind = alert.get("type")
+    if alert.get("status") == "resolved":
+        console.print(f"[bold green]RESOLVED[/] {kind} on partition {alert.get('partition')}: "
+                      f"ends alert {alert.get('resolves')}")
+        return
     if kind == "embedding_drift":
         detail = (f"{alert['outliers']}/{alert['n']} outliers (expected {alert['expected']:.1f}, "
                   f"critical {alert['critical_count']}), p={alert['p_value']:.2e}")

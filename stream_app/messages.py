@@ -6,11 +6,16 @@ Topics and models:
 * ``drift``                 -> `DriftAlert` (the detectors' alert models), keyed by the alert type.
 * ``products.dlq``          -> `DeadLetter`, keyed by the original key.
 
-Contract of `ProductEvent`: ``product_id`` a string or an integer (not a bool, not a float);
-``title`` a string, non-empty after stripping; ``tags`` a list of strings or one space-separated
-string (normalized to a list of tokens); ``description`` a string; ``event_time`` an ISO-8601 string
-or epoch milliseconds (normalized to an aware UTC datetime; naive ISO times are taken as UTC).
-Only ``product_id`` and ``title`` are required. Validation errors name the field.
+Contract of `ProductEvent`: ``product_id`` a non-blank string of at most 256 characters or a signed
+64-bit integer (not a bool, not a float); ``title`` a string, non-empty after stripping, at most
+1,000 characters; ``tags`` a list of at most 1,000 strings or one space-separated string (normalized
+to a list of tokens), at most 10,000 characters in all; ``description`` a string of at most 100,000
+characters; ``event_time`` an ISO-8601 string or epoch milliseconds, normalized to an aware UTC
+datetime between 0001-01-01 and 9999-12-31 UTC (naive ISO times are taken as UTC). Only ``product_id``
+and ``title`` are required; other fields are ignored whatever they hold. Strings must be valid
+Unicode (no lone surrogates). Validation errors name the field. The limits keep every output record
+small (the key is the product id) and are far above real catalogs' (titles of Elo7 and the fashion
+catalog stay under 200 characters).
 """
 
 from __future__ import annotations
@@ -25,6 +30,21 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAda
 
 # Epoch milliseconds accepted for event_time: 1970-01-01 .. 9999-12-31.
 _MAX_EPOCH_MS = 253_402_300_799_999
+MAX_PRODUCT_ID_CHARS = 256
+MAX_TITLE_CHARS = 1_000
+MAX_TAGS_CHARS = 10_000
+MAX_TAGS = 1_000
+MAX_DESCRIPTION_CHARS = 100_000
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _unicode(text: str) -> str:
+    """``text`` if it is valid Unicode; JSON can escape lone surrogates that no UTF-8 output can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode: lone surrogate {text[exc.start]!r} at character {exc.start}") from None
+    return text
 
 
 class ProductEvent(BaseModel):
@@ -32,12 +52,16 @@ class ProductEvent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", title="ProductEvent")
 
-    product_id: StrictStr | StrictInt = Field(description="string or integer product identifier")
-    title: StrictStr = Field(min_length=1, description="product title; must be non-empty after strip")
-    tags: list[StrictStr] | StrictStr | None = Field(
-        None, description="list of tags, or one space-separated string of tags"
+    product_id: StrictStr | StrictInt = Field(
+        description=f"string (1..{MAX_PRODUCT_ID_CHARS} characters) or signed 64-bit integer product identifier"
     )
-    description: StrictStr | None = None
+    title: StrictStr = Field(
+        min_length=1, max_length=MAX_TITLE_CHARS, description="product title; must be non-empty after strip"
+    )
+    tags: Annotated[list[StrictStr], Field(max_length=MAX_TAGS)] | StrictStr | None = Field(
+        None, description="list of tags, or one space-separated string of tags (10,000 characters in all)"
+    )
+    description: StrictStr | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
     event_time: datetime | StrictInt | None = Field(
         None, description="ISO-8601 timestamp or epoch milliseconds (UTC)"
     )
@@ -45,14 +69,20 @@ class ProductEvent(BaseModel):
     @field_validator("product_id")
     @classmethod
     def _product_id(cls, value: str | int) -> str | int:
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("must not be empty")
+        if isinstance(value, str):
+            _unicode(value)
+            if not value.strip():
+                raise ValueError("must not be empty")
+            if len(value) > MAX_PRODUCT_ID_CHARS:
+                raise ValueError(f"{len(value)} characters, over the limit of {MAX_PRODUCT_ID_CHARS}")
+        elif not _INT64[0] <= value <= _INT64[1]:
+            raise ValueError("integer ids must fit in a signed 64-bit integer")
         return value
 
     @field_validator("title")
     @classmethod
     def _title(cls, value: str) -> str:
-        stripped = value.strip()
+        stripped = _unicode(value).strip()
         if not stripped:
             raise ValueError("must not be empty or whitespace")
         return stripped
@@ -63,6 +93,10 @@ class ProductEvent(BaseModel):
         if value is None:
             return None
         tokens = value.split() if isinstance(value, str) else [t for tag in value for t in [tag.strip()] if t]
+        for token in tokens:
+            _unicode(token)
+        if sum(len(t) + 1 for t in tokens) - 1 > MAX_TAGS_CHARS:
+            raise ValueError(f"more than {MAX_TAGS_CHARS} characters of tags")
         return tokens
 
     @field_validator("event_time", mode="before")
@@ -72,8 +106,9 @@ class ProductEvent(BaseModel):
         if isinstance(value, bool):
             raise ValueError("must be an ISO-8601 string or epoch milliseconds, not a boolean")
         if isinstance(value, int | float):
+            # A JSON integer of more than 4,300 digits arrives as an infinite float (see the parser).
             if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError("epoch milliseconds must be finite")
+                raise ValueError(f"epoch milliseconds out of range 0..{_MAX_EPOCH_MS}")
             if not 0 <= value <= _MAX_EPOCH_MS:
                 raise ValueError(f"epoch milliseconds {value} out of range 0..{_MAX_EPOCH_MS}")
             return datetime.fromtimestamp(value / 1000.0, tz=UTC)
@@ -88,7 +123,12 @@ class ProductEvent(BaseModel):
             return None
         if isinstance(value, int):  # unreachable after the before-validator; keeps the type honest
             return datetime.fromtimestamp(value / 1000.0, tz=UTC)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except (OverflowError, ValueError):  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise ValueError(f"{value.isoformat()} is outside 0001-01-01..9999-12-31 in UTC") from None
 
     @property
     def key(self) -> bytes:
@@ -145,6 +185,7 @@ class DeadLetterReason(StrEnum):
     SCHEMA_VIOLATION = "schema_violation"
     TOO_LARGE = "too_large"
     INFERENCE_FAILED = "inference_failed"
+    OUTPUT_TOO_LARGE = "output_too_large"
 
 
 class DeadLetterError(BaseModel):
@@ -161,9 +202,13 @@ class DeadLetter(BaseModel):
 
     key: str | None = Field(description="original key, base64 (null when the message had none)")
     value: str | None = Field(description="original value, base64 (null for a tombstone)")
+    key_size: int = Field(0, ge=0, description="original key size in bytes")
+    key_truncated: bool = Field(
+        False, description="true when `key` holds only the first bytes (the record must fit the output limit)"
+    )
     value_size: int = Field(ge=0, description="original value size in bytes")
     value_truncated: bool = Field(
-        False, description="true when `value` holds only the first bytes (too_large payloads)"
+        False, description="true when `value` holds only the first bytes (the record must fit the output limit)"
     )
     error: DeadLetterError
     source: SourceRef
@@ -181,7 +226,14 @@ def b64(data: bytes | None) -> str | None:
 
 
 def drift_alert_adapter() -> TypeAdapter[Any]:
-    """TypeAdapter of the ``drift`` topic's messages (the detectors' alert models, one union)."""
-    from stream_app.core.drift.alerts import CategoryMixAlert, EmbeddingDriftAlert
+    """TypeAdapter of the ``drift`` topic's messages (one union of the detectors' record models).
 
-    return TypeAdapter(Annotated[EmbeddingDriftAlert | CategoryMixAlert, Field(title="DriftAlert")])
+    ``status: "firing"``: ``EmbeddingDriftAlert`` / ``CategoryMixAlert``; ``status: "resolved"``:
+    ``DriftResolved``. Every record names its window (input topic, partition, offsets) and carries a
+    deterministic ``alert_id`` to deduplicate re-sent records (see ``stream_app.core.drift.alerts``).
+    """
+    from stream_app.core.drift.alerts import CategoryMixAlert, DriftResolved, EmbeddingDriftAlert
+
+    return TypeAdapter(
+        Annotated[EmbeddingDriftAlert | CategoryMixAlert | DriftResolved, Field(title="DriftAlert")]
+    )

@@ -47,7 +47,8 @@ DRIFT_DISTANCE = Histogram(
 )
 OUTLIER_RATIO = Gauge("stream_outlier_ratio", "Share of outliers in the last complete window", registry=REGISTRY)
 DRIFT_ALERTS = Counter(
-    "stream_drift_alerts_total", "Drift alerts published, per type and recommendation (investigate, retrain)",
+    "stream_drift_alerts_total",
+    "Drift records published, per type and recommendation (investigate, retrain, resolved)",
     ["type", "recommendation"], registry=REGISTRY,
 )
 BATCHES_IN_FLIGHT = Gauge("stream_batches_in_flight", "Batches taken but not yet acknowledged", registry=REGISTRY)

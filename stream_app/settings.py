@@ -7,6 +7,7 @@ docs/architecture.md; keep the two in step.
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Mapping
 from enum import StrEnum
@@ -73,10 +74,22 @@ class Settings(BaseSettings):
     # Texts per onnxruntime call. A micro-batch is sorted by token length and cut into model batches
     # of this size: with arrival-order batches of 32, padding to the longest text costs up to 2x.
     model_batch_size: int = Field(32, ge=1, le=1024, description="texts per model call")
-    batch_max_wait_ms: int = Field(50, ge=1, le=60_000)
+    # 0: a batch leaves as soon as the model is idle; more trades latency for fuller batches.
+    batch_max_wait_ms: int = Field(0, ge=0, le=60_000, description="linger for more messages while the model is idle")
+    # How long the broker may hold a fetch when no data is there (Faust hard-codes 1500).
+    fetch_max_wait_ms: int = Field(100, ge=1, le=60_000)
     max_batches_in_flight: int = Field(2, ge=1, le=64)
     inference_threads: int = Field(2, ge=1, le=256)
-    max_message_bytes: int = Field(1_000_000, ge=64, le=100_000_000)
+    max_message_bytes: int = Field(1_000_000, ge=64, le=100_000_000, description="larger inputs are dead-lettered")
+    # Kafka's default message.max.bytes (and MSK's): no output record may exceed it.
+    max_output_bytes: int = Field(1_048_576, ge=16_384, le=100_000_000, description="largest record the worker sends")
+    # Memory is bounded in bytes, not messages: input bytes held by the worker (accumulating and in
+    # flight) never exceed this (one message over it is still taken alone); see docs/worker.md.
+    max_bytes_in_flight: int = Field(32 * 1_048_576, ge=1_048_576, le=8 * 1024**3)
+    stream_buffer_messages: int = Field(32, ge=1, le=100_000, description="Faust's stream buffer, in messages")
+    fetch_max_bytes: int = Field(8 * 1_048_576, ge=65_536, le=1024**3, description="bytes per fetch response")
+    worker_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=255,
+                           description="names this worker in alerts (default: the host name, the pod in k8s)")
 
     drift_window: int = Field(500, ge=10, le=10_000_000)
     drift_alpha: float = Field(1e-6, gt=0, lt=1)

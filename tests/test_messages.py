@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime
 
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 
 from stream_app.messages import DeadLetter, DeadLetterReason, ProductEvent
 from stream_app.schemas import SCHEMA_DIR, generate, stale
-from stream_app.worker.dead_letters import TRUNCATED_VALUE_BYTES, Rejected, Valid, classify, dead_letter
+from stream_app.worker.dead_letters import RECORD_OVERHEAD_BYTES, Rejected, Valid, classify, dead_letter, dlq_key
 
 MAX = 10_000
 
@@ -138,11 +137,24 @@ def test_dead_letter_carries_the_original_bytes() -> None:
     assert DeadLetter.model_validate(doc) == letter
 
 
-def test_too_large_dead_letter_is_truncated() -> None:
-    raw = b"x" * (TRUNCATED_VALUE_BYTES * 3)
-    letter = dead_letter(None, raw, classify(raw, MAX), "products", 0, 0)  # type: ignore[arg-type]
-    assert letter.value_truncated and letter.value_size == len(raw)
-    assert base64.b64decode(letter.value) == raw[:TRUNCATED_VALUE_BYTES] and letter.key is None
+@pytest.mark.parametrize("key_size", [0, 10, 900_000])
+def test_a_dead_letter_fits_the_output_limit(key_size: int) -> None:
+    """A ~1 MB value (and a huge key) still yields a record within STREAM_MAX_OUTPUT_BYTES, with the
+    copies' prefixes intact and flagged as cut."""
+    raw = b"x" * 999_999
+    key = b"k" * key_size if key_size else None
+    limit = 1_048_576
+    letter = dead_letter(key, raw, classify(raw, 1_000_000), "products", 0, 0, max_bytes=limit)
+    assert len(letter.model_dump_json().encode()) + len(dlq_key(key) or b"") + RECORD_OVERHEAD_BYTES <= limit
+    assert letter.value_size == len(raw) and letter.key_size == key_size
+    value = letter.original_value()
+    assert value is not None and raw.startswith(value) and len(value) > limit // 2
+    assert letter.value_truncated == (len(value) < len(raw))
+    if key is not None:
+        copy = letter.original_key()
+        assert copy is not None and key.startswith(copy) and letter.key_truncated == (len(copy) < len(key))
+    small = dead_letter(key, raw, classify(raw, 10), "products", 0, 0, max_bytes=16_384)
+    assert len(small.model_dump_json().encode()) <= 16_384 and small.value_truncated
 
 
 def test_committed_schemas_are_up_to_date() -> None:

@@ -114,8 +114,11 @@ def test_liveness_rule() -> None:
 
 def test_readiness_rule() -> None:
     assert readiness(False, 3).status == 503
-    assert readiness(True, 0).status == 503
+    # A standby (no partition: replicas == partitions during a rolling update) is ready.
+    assert readiness(True, 0).status == 200 and "standby" in readiness(True, 0).detail
     assert readiness(True, 2).status == 200
+    broken = readiness(True, 2, broken="ModelBroken: canary failed")
+    assert broken.status == 503 and "canary failed" in broken.detail
 
 
 @pytest.mark.broker
@@ -165,3 +168,30 @@ def test_livez_fails_when_the_loop_stalls(test_bundle: Path, tmp_path: Path) -> 
             assert worker.get("/livez")[0] == 200
         finally:
             worker.terminate()
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+def test_a_worker_without_partitions_is_a_ready_standby(broker: str, test_bundle: Path, tmp_path: Path) -> None:
+    """Replicas == partitions during a rolling update: the surge pod gets no partition and must still
+    be ready, or the rollout (maxUnavailable 0) would wait for it forever."""
+    topics = WorkerTopics.create(broker, "standby", partitions=1)
+    first = start_worker(broker, topics, test_bundle, tmp_path / "a", partitions=1)
+    second = start_worker(broker, topics, test_bundle, tmp_path / "b", ready=False, partitions=1,
+                          group_id=first.env["STREAM_GROUP_ID"])
+    try:
+        second.wait_ready(timeout=60)
+        details: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the group has settled: one holds the partition
+            details = [w.get("/readyz")[1] for w in (first, second)]
+            if sum("standby" in d for d in details) == 1 and any("1 input partition" in d for d in details):
+                break
+            time.sleep(0.5)
+        assert sum("standby" in d for d in details) == 1, details
+        assert all(w.get("/readyz")[0] == 200 for w in (first, second))
+        # No tables: Faust's table and router endpoints would only expose internals.
+        assert [first.get(path)[0] for path in ("/router/", "/table/")] == [404, 404]
+    finally:
+        assert first.terminate() == 0, first.tail()
+        assert second.terminate() == 0, second.tail()

@@ -26,8 +26,10 @@ def test_defaults_match_the_contract() -> None:
     assert (s.input_topic, s.output_topic, s.drift_topic, s.dlq_topic) == ("products", "categories", "drift", "products.dlq")
     assert (s.partitions, s.replication_factor, s.group_id) == (6, 1, "product-categorizer")
     assert (s.batch_size, s.model_batch_size, s.batch_max_wait_ms, s.max_batches_in_flight, s.inference_threads) == (
-        256, 32, 50, 2, 2)
-    assert s.max_message_bytes == 1_000_000
+        256, 32, 0, 2, 2)
+    assert s.max_message_bytes == 1_000_000 and s.max_output_bytes == 1_048_576
+    assert (s.max_bytes_in_flight, s.stream_buffer_messages, s.fetch_max_bytes, s.fetch_max_wait_ms) == (
+        32 * 1_048_576, 32, 8 * 1_048_576, 100)
     assert (s.drift_window, s.drift_alpha, s.drift_retrain_after, s.category_mix_alpha) == (500, 1e-6, 3, 1e-6)
     assert s.dlq_alert_ratio == 0.2 and s.web_port == 6066 and s.web_bind == "0.0.0.0"
     assert s.liveness_stall_seconds == 60 and str(s.data_dir) == "/tmp/stream_app" and s.log_level.value == "info"

@@ -290,3 +290,162 @@ def wait_for_keys(broker: str, topic: str, expected: set[str], timeout: float = 
     finally:
         gen.close()
     return by_key
+
+
+# -- fault injection, commits, metrics (tests/test_faults.py) ----------------------------------------
+
+FAULT_LAUNCHER = ("-m", "tests.faults.launcher")
+
+
+@dataclass
+class LaunchedWorkerProcess(WorkerProcess):
+    """A `WorkerProcess` started with ``python -m tests.faults.launcher`` (the real worker CLI with the
+    ``FAULT_*`` faults of its env injected) instead of ``python -m stream_app worker``."""
+
+    module_args: tuple[str, ...] = FAULT_LAUNCHER
+
+    def start(self) -> LaunchedWorkerProcess:
+        self._log = self.log_path.open("ab")
+        self._log.write(f"\n===== start #{self.starts + 1} ({' '.join(self.module_args)}) =====\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen([sys.executable, *self.module_args], cwd=ROOT, env=self.env,
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.starts += 1
+        _RUNNING.append(self.proc)
+        return self
+
+    def without_faults(self) -> WorkerProcess:
+        """A plain worker (``python -m stream_app worker``) with the same settings, group, port and log."""
+        env = {k: v for k, v in self.env.items() if not k.startswith("FAULT_")}
+        return WorkerProcess(env=env, log_path=self.log_path, web_port=self.web_port, starts=self.starts)
+
+
+def start_faulty_worker(broker: str, topics: WorkerTopics, bundle: Path, workdir: Path,
+                        faults: dict[str, Any], ready: bool = True, **overrides: Any) -> LaunchedWorkerProcess:
+    """Like `start_worker`, through the fault launcher; ``faults`` are ``FAULT_*`` variables (the prefix
+    may be omitted: ``{"send_match": "0:40-"}``). Injected faults are logged to ``workdir/faults.jsonl``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = worker_env(broker, topics, bundle, workdir / "data", web_port=port, **overrides)
+    env["FAULT_EVENTS_PATH"] = str(workdir / "faults.jsonl")
+    for name, value in faults.items():
+        key = name.upper() if name.upper().startswith("FAULT_") else f"FAULT_{name.upper()}"
+        env[key] = str(value)
+    worker = LaunchedWorkerProcess(env=env, log_path=workdir / "worker.log", web_port=port).start()
+    if ready:
+        worker.wait_ready()
+    return worker
+
+
+def fault_events(workdir: Path) -> list[dict[str, Any]]:
+    """The faults the launcher injected (one dict per fault), oldest first."""
+    path = workdir / "faults.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class GroupOffsets:
+    """Committed offsets of a consumer group, read from the broker without joining the group
+    (only ``committed()`` is called: no subscribe, no poll, so no rebalance is triggered)."""
+
+    def __init__(self, broker: str, group: str, topic: str, partitions: int = PARTITIONS) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        self._consumer = Consumer({"bootstrap.servers": broker, "group.id": group, "enable.auto.commit": False})
+
+    def committed(self, timeout: float = 10.0) -> dict[int, int]:
+        """Partition -> committed offset (the next offset to read; -1 when none was committed)."""
+        tps = self._consumer.committed([TopicPartition(self.topic, p) for p in range(self.partitions)],
+                                       timeout=timeout)
+        return {tp.partition: (tp.offset if tp.offset >= 0 else -1) for tp in tps}
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> GroupOffsets:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+def metric_values(worker: WorkerProcess, timeout: float = 5.0) -> dict[str, float]:
+    """``/metrics`` as ``{"name{labels}": value}`` (samples only, comments skipped)."""
+    status, body = worker.get("/metrics", timeout=timeout)
+    assert status == 200, (status, body[:200])
+    values: dict[str, float] = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
+class TrackedProducer:
+    """Produces JSON events keyed by product_id and records where each landed ((partition, offset) per
+    key, from the delivery reports). ``start_paced`` produces from a thread at a given rate."""
+
+    def __init__(self, broker: str, topic: str) -> None:
+        self.topic = topic
+        self._producer = Producer({"bootstrap.servers": broker, "linger.ms": 5, "enable.idempotence": False,
+                                   "acks": "all"})
+        self.placed: dict[str, tuple[int, int]] = {}
+        self.errors: list[str] = []
+        self._thread: Any = None
+        self._stop = False
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err:
+            self.errors.append(str(err))
+        else:
+            self.placed[msg.key().decode()] = (msg.partition(), msg.offset())
+
+    def produce(self, events: Iterable[dict[str, Any]]) -> int:
+        count = 0
+        for event in events:
+            self._producer.produce(self.topic, key=str(event["product_id"]).encode(), value=json.dumps(event).encode(),
+                                   on_delivery=self._delivered)
+            self._producer.poll(0)
+            count += 1
+        self.flush()
+        return count
+
+    def flush(self) -> None:
+        assert self._producer.flush(30) == 0, "undelivered messages"
+        assert not self.errors, self.errors[:3]
+
+    def start_paced(self, events: Iterable[dict[str, Any]], rate: float) -> TrackedProducer:
+        import threading
+
+        def run() -> None:
+            started = time.monotonic()
+            for i, event in enumerate(events):
+                if self._stop:
+                    break
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                self._producer.produce(self.topic, key=str(event["product_id"]).encode(),
+                                       value=json.dumps(event).encode(), on_delivery=self._delivered)
+                self._producer.poll(0)
+            self._producer.flush(30)
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float = 120.0, stop: bool = False) -> None:
+        """Wait for the paced thread (``stop=True``: stop producing first)."""
+        self._stop = stop
+        if self._thread is not None:
+            self._thread.join(timeout)
+            assert not self._thread.is_alive(), "paced producer did not finish"
+        self.flush()
+
+    def end_offsets(self) -> dict[int, int]:
+        """Partition -> one past the last offset produced (0 when nothing went there)."""
+        ends: dict[int, int] = {}
+        for partition, offset in self.placed.values():
+            ends[partition] = max(ends.get(partition, 0), offset + 1)
+        return ends

@@ -1,20 +1,18 @@
-"""The Faust adapter: topics, the agent, web views. Thin: the work is in `batching` and `stream_app.core`.
+"""The Faust adapter: topics, the agent, web views. Thin: the work is in the batch path and `stream_app.core`.
 
 How delivery works (at least once, nothing lost):
 1. The input topic uses the raw codec (bytes in, bytes out): Faust decodes nothing, so every
    malformed message reaches `classify` and can be dead-lettered instead of crashing the stream.
-2. The agent takes micro-batches with ``stream.take_events(N, within=T)``. Faust acks the taken
-   events itself when the loop body returns (``take_events`` acks on the generator's resumption).
-   Before returning, the body adds one reference to every message (``message.incref()``), so
-   Faust's ack only drops its own reference; the final ack — the one that marks the offset as
-   committable in the consumer — is ours, made by `BatchProcessor` after the broker acknowledged all
-   outputs of the message. Faust commits, per partition, the highest offset below which every
-   message is acked (``Consumer._new_offset``), so out-of-order acks never commit past a gap.
+2. The agent hands every event to the `Batcher` (accumulate.py), which cuts adaptive micro-batches
+   for the `BatchProcessor` (batching.py). Faust acks each event itself when the agent moves on;
+   before that, the agent adds one reference to the message (``message.incref()``), so Faust's ack
+   only drops its own reference. The final ack, the one that marks the offset committable, is made
+   by the commit step in offset order, after the broker acknowledged every output of the message.
 3. On SIGTERM, ``App.on_stop`` stops fetching and runs ``Consumer.wait_empty``: it waits until every
    message it handed out is acked (our in-flight batches finish and ack), then commits. On a
    rebalance, the same ``wait_empty`` runs before partitions are given up.
-4. If publishing fails, nothing of that batch is acked; the app crashes (non-zero exit) and the
-   messages are redelivered from the last commit after restart. Duplicates carry the same key.
+4. If publishing fails or the model is broken, nothing of that batch or any later one is acked; the
+   app crashes (non-zero exit) and the messages are redelivered from the last commit after restart.
 """
 
 from __future__ import annotations
@@ -22,11 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError
 from faust.types import EventT, StreamT
 
 from stream_app import metrics
@@ -34,8 +34,14 @@ from stream_app.core.bundle import Bundle
 from stream_app.core.pipeline import Pipeline
 from stream_app.settings import Settings
 from stream_app.worker import health
-from stream_app.worker.batching import BatchProcessor, Progress, Record, Topics
+from stream_app.worker.accumulate import Batcher
+from stream_app.worker.batching import BatchProcessor, Progress
 from stream_app.worker.drift import DriftTracker
+from stream_app.worker.inference import Inference, ModelBroken
+from stream_app.worker.outputs import OutputBuilder, Topics
+from stream_app.worker.publish import Publish, RecordTooLarge
+from stream_app.worker.record import Record
+from stream_app.worker.transport import FetchLimits, WorkerApp
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +67,29 @@ def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLC
 
 
 class FaustPublisher:
-    """`Publisher` over Faust topics: ``send`` returns the future of the broker acknowledgement."""
+    """`Publisher` over Faust topics: ``send`` returns the future of the broker acknowledgement.
+
+    aiokafka's `MessageSizeTooLargeError` (raised by the producer's own size check, or returned by
+    the broker) becomes `RecordTooLarge`, which the publish step turns into a dead letter.
+    """
 
     def __init__(self, topics: dict[str, faust.TopicT]) -> None:
         self._topics = topics
 
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> Any:
-        # force=True: never attach to the current event (stream_publish_on_commit); we await the ack.
-        return await self._topics[topic].send(key=key, value=value, force=True)
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
+        try:
+            # force=True: never attach to the current event (stream_publish_on_commit); we await the ack.
+            future = await self._topics[topic].send(key=key, value=value, force=True)
+        except MessageSizeTooLargeError as exc:
+            raise RecordTooLarge(str(exc)) from exc
+        return self._acknowledged(future)
+
+    @staticmethod
+    async def _acknowledged(future: Awaitable[object]) -> object:
+        try:
+            return await future
+        except MessageSizeTooLargeError as exc:
+            raise RecordTooLarge(str(exc)) from exc
 
 
 @dataclass
@@ -78,13 +99,15 @@ class Runtime:
     settings: Settings
     app: faust.App
     processor: BatchProcessor
+    batcher: Batcher
     progress: Progress
     executor: ThreadPoolExecutor
     bundle_loaded: bool = True
+    broken: str | None = None  # why the worker is stopping (a broken model, a failed publish)
 
     def waiting(self) -> int:
-        """Messages known to wait: held by us, buffered in Faust, or (best effort) lag."""
-        count = self.progress.pending_records
+        """Messages known to wait: held by us, or taken by Faust and not yet acked."""
+        count = self.progress.pending_records + self.batcher.pending
         consumer = getattr(self.app, "_consumer", None)  # not created before the worker starts
         if consumer is not None:
             count += len(getattr(consumer, "_unacked_messages", ()))
@@ -100,7 +123,7 @@ class Runtime:
 
 def _record(app: faust.App, event: EventT) -> Record:
     message = event.message
-    # One extra reference: Faust's own ack (when take_events resumes) must not be the final one.
+    # One extra reference: Faust's own ack (when the agent moves on) must not be the final one.
     message.incref()
 
     def ack() -> None:
@@ -122,8 +145,9 @@ def _record(app: faust.App, event: EventT) -> Record:
 def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime:
     """Create the Faust app with its agent, timers and views (does not start it)."""
     manifest = bundle.manifest
-    app = faust.App(
+    app = WorkerApp(
         settings.group_id,
+        fetch_limits=FetchLimits(max_wait_ms=settings.fetch_max_wait_ms, max_bytes=settings.fetch_max_bytes),
         broker=[f"kafka://{b}" for b in settings.broker_list],
         broker_credentials=broker_credentials(settings),
         broker_session_timeout=SESSION_TIMEOUT_S,
@@ -131,9 +155,12 @@ def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",  # exactly_once needs transactions: Tansu lacks them
         producer_acks=-1,
-        # A dead letter carries a base64 copy (4/3) of a payload up to max_message_bytes.
-        producer_max_request_size=max(1_048_576, settings.max_message_bytes * 4 // 3 + 65_536),
-        consumer_max_fetch_size=max(4 * 1_048_576, settings.max_message_bytes * 2),
+        # The producer refuses (client side) any record over the output limit; the publish step
+        # turns that refusal into a dead letter instead of a crash.
+        producer_max_request_size=settings.max_output_bytes,
+        # Memory in bytes (docs/worker.md): per-partition fetch, whole fetch, Faust's buffer.
+        consumer_max_fetch_size=max(settings.max_message_bytes + 65_536, 1_048_576),
+        stream_buffer_maxsize=settings.stream_buffer_messages,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_disable_leader=True,  # no extra "__assignor-__leader" topic to create
@@ -142,6 +169,8 @@ def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime
         web_enabled=True,
         web_port=settings.web_port,
         web_bind=settings.web_bind,
+        web_router_enabled=False,  # no tables: /router and /table would only expose internals
+        web_tables_enabled=False,
         autodiscover=False,
     )
 
@@ -156,31 +185,43 @@ def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime
     # cores (STREAM_INFERENCE_THREADS); batches in flight still overlap inference with I/O.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     progress = Progress()
+    builder = OutputBuilder(
+        bundle.version,
+        Topics(output=settings.output_topic, drift=settings.drift_topic, dlq=settings.dlq_topic),
+        settings.max_output_bytes,
+    )
+    runtime: Runtime
 
     async def on_fatal(exc: BaseException) -> None:
-        await app.crash(exc)
+        if runtime.broken is None:
+            runtime.broken = f"{type(exc).__name__}: {exc}"[:500]
+            if isinstance(exc, ModelBroken):
+                log.critical("the model is broken; stopping without acknowledging anything more: %s", exc)
+            await app.crash(exc)
 
     processor = BatchProcessor(
-        predict=pipeline.predict,
         render=manifest.text.render,
-        model_version=bundle.version,
-        publisher=FaustPublisher(outputs),
-        topics=Topics(output=settings.output_topic, drift=settings.drift_topic, dlq=settings.dlq_topic),
+        inference=Inference(pipeline.predict, executor),
+        outputs=builder,
+        publish=Publish(FaustPublisher(outputs), builder.refused),
         drift=DriftTracker.for_bundle(bundle, settings),
-        executor=executor,
         max_in_flight=settings.max_batches_in_flight,
         max_message_bytes=settings.max_message_bytes,
         on_fatal=on_fatal,
         progress=progress,
     )
-    runtime = Runtime(settings=settings, app=app, processor=processor, progress=progress, executor=executor)
+    batcher = Batcher(processor, settings.batch_size, settings.max_bytes_in_flight, settings.batch_max_wait_s)
+    runtime = Runtime(settings=settings, app=app, processor=processor, batcher=batcher, progress=progress,
+                      executor=executor)
     metrics.set_model_info(bundle.version, manifest.base_encoder, manifest.labels)
 
     @app.agent(input_topic, name="categorize")
     async def categorize(stream: StreamT[bytes]) -> None:
         try:
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_max_wait_s):
-                await processor.submit([_record(app, e) for e in events])
+            async for event in stream.events():
+                if processor.failed:
+                    continue  # stopping: take nothing more (nothing after a failure is acked anyway)
+                await batcher.add(_record(app, event))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an agent that dies silently would stall the partitions
@@ -227,7 +268,8 @@ def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        verdict = health.readiness(runtime.bundle_loaded, runtime.assigned_input_partitions(), app.rebalancing)
+        verdict = health.readiness(runtime.bundle_loaded, runtime.assigned_input_partitions(), app.rebalancing,
+                                   runtime.broken)
         return web.json({"status": "ready" if verdict.ok else "not_ready", "detail": verdict.detail},
                         status=verdict.status)
 

@@ -1,16 +1,21 @@
-"""Micro-batch processing with at-least-once delivery. No Faust here: the adapter hands in `Record`s.
+"""The batch path: validate -> infer -> publish -> commit, for micro-batches, at least once. No Faust here.
+
+Each step is its own module with its own contract: `dead_letters.classify` (validate),
+`inference.Inference` (infer), `outputs.OutputBuilder` + `publish.Publish` (publish) and
+`commit.OrderedAcks` (commit). `BatchProcessor` only chains them and bounds what is in flight.
 
 Contract of `BatchProcessor.submit(records)`:
-* It takes ownership of the records. Each record's ``ack()`` is called exactly once, and only after
-  every output of that record (its ``categories`` message or its dead letter) and every drift alert
-  its window raised were acknowledged by the broker. A record whose outputs fail is never acked, so
-  its offset is never committed: the worker stops (``on_fatal``) and the message is redelivered.
-* It returns as soon as the batch is scheduled; at most ``max_in_flight`` batches are pending (the
-  call waits for a free slot, which stops the agent from taking more: that is the backpressure).
-* Model calls run on ``executor`` (one model call per batch). If the batch call fails, its
-  messages are retried one by one and only the failing ones are dead-lettered.
-* Outputs are *sent* in batch order (batch k+1 starts sending after batch k has sent), so outputs
-  of one partition keep the input order and the drift windows see messages in consumption order.
+* It takes ownership of the records. A record's ``ack()`` is called once, only after every output
+  of that record (its ``categories`` message or its dead letter, and any drift alert it raised) was
+  acknowledged by the broker, and only after every record of every earlier batch was acked. After a
+  fatal error (a publish that fails, `ModelBroken`) no record is acked any more and ``on_fatal`` is
+  called: the worker stops and the unacked messages are redelivered after restart.
+* Every input gets exactly one primary output: a ``categories`` record, or a dead letter naming why.
+  No input can raise out of the batch (validation is total; an output refused as too large becomes a
+  dead letter).
+* It waits while ``max_in_flight`` batches are pending (backpressure: the agent stops taking).
+* Outputs are handed to the producer in batch order, so one partition's outputs keep its input
+  order, and the drift tracker sees messages in consumption order.
 """
 
 from __future__ import annotations
@@ -19,66 +24,42 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from stream_app import metrics
-from stream_app.messages import CategorizedProduct, CategoryOut, DriftOut, ProductEvent, SourceRef
-from stream_app.worker.dead_letters import Rejected, Valid, classify, dead_letter, inference_failure
+from stream_app.core.pipeline import Prediction
+from stream_app.messages import ProductEvent
+from stream_app.worker.commit import AckTurn, OrderedAcks
+from stream_app.worker.dead_letters import Rejected, Valid, classify, inference_failure
+from stream_app.worker.inference import Inference
+from stream_app.worker.outputs import Output, OutputBuilder
+from stream_app.worker.publish import Publish
+from stream_app.worker.record import Record
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class Record:
-    """One consumed message, as the adapter sees it. ``ack`` marks it safe to commit."""
-
-    key: bytes | None
-    value: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp: float | None  # broker timestamp, seconds since the epoch
-    ack: Callable[[], Any]
-
-
-class Publisher(Protocol):
-    """Sends one message; the returned awaitable resolves when the broker acknowledged it."""
-
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[Any]: ...
-
-
-class PredictionLike(Protocol):
-    categories: Sequence[Any]
-    top_index: int
-    drift: Any
-
-    @property
-    def top_category(self) -> str: ...
+class Alert(Protocol):
+    key: bytes
+    value: bytes
+    type: str
+    recommendation: str
 
 
 class DriftSink(Protocol):
-    """Per-message drift bookkeeping; returns the alerts (JSON-ready) to publish with their key."""
+    """Per-message drift bookkeeping, fed every consumed message in consumption order."""
 
     def observe(
-        self, prediction: PredictionLike, event: ProductEvent, partition: int, offset: int, processed_at: datetime
-    ) -> list[tuple[bytes, bytes, str, str]]: ...  # (key, value, alert type, recommendation)
-
-    def count_input(self, dead_letter: bool) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    output: str
-    drift: str
-    dlq: str
+        self, partition: int, offset: int, processed_at: datetime,
+        prediction: Prediction | None = None, event: ProductEvent | None = None,
+    ) -> Sequence[Alert]: ...
 
 
 @dataclass
 class Progress:
-    """What liveness needs: when the loop last moved, and how many records are held."""
+    """What liveness and the batcher need: when the loop last moved, what is held."""
 
     last_progress: float = field(default_factory=time.monotonic)
     pending_records: int = 0
@@ -92,31 +73,39 @@ class BatchProcessor:
     def __init__(
         self,
         *,
-        predict: Callable[[list[str]], Sequence[PredictionLike]],
         render: Callable[[dict[str, Any]], str],
-        model_version: str,
-        publisher: Publisher,
-        topics: Topics,
+        inference: Inference,
+        outputs: OutputBuilder,
+        publish: Publish,
         drift: DriftSink,
-        executor: Executor,
         max_in_flight: int,
         max_message_bytes: int,
         on_fatal: Callable[[BaseException], Awaitable[None]],
         progress: Progress | None = None,
     ) -> None:
-        self._predict = predict
         self._render = render
-        self._model_version = model_version
-        self._publisher = publisher
-        self._topics = topics
+        self._inference = inference
+        self._outputs = outputs
+        self._publish = publish
         self._drift = drift
-        self._executor = executor
         self._slots = asyncio.Semaphore(max_in_flight)
         self._max_bytes = max_message_bytes
         self._on_fatal = on_fatal
         self.progress = progress or Progress()
+        self._acks = OrderedAcks()
         self._previous_sent: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._before_inference = 0  # batches submitted whose model call has not finished
+        self.on_inference_idle: Callable[[], None] | None = None
+        self.on_batch_done: Callable[[Sequence[Record]], None] | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self._acks.failed
+
+    def inference_idle(self) -> bool:
+        """True when no submitted batch waits for or runs a model call."""
+        return self._before_inference == 0
 
     # -- entry points ------------------------------------------------------------------------------
 
@@ -124,17 +113,19 @@ class BatchProcessor:
         """Schedule one batch (see module docstring). Waits while max_in_flight batches are pending."""
         if not records:
             return
-        self.progress.pending_records += len(records)
+        batch = list(records)
+        self._before_inference += 1
+        self.progress.pending_records += len(batch)
         self.progress.touch()
-        metrics.MESSAGES_CONSUMED.inc(len(records))
-        metrics.BATCH_SIZE.observe(len(records))
+        metrics.MESSAGES_CONSUMED.inc(len(batch))
+        metrics.BATCH_SIZE.observe(len(batch))
         await self._slots.acquire()
         self.progress.batches_in_flight += 1
         metrics.BATCHES_IN_FLIGHT.set(self.progress.batches_in_flight)
         loop = asyncio.get_running_loop()
         previous, sent = self._previous_sent, loop.create_future()
         self._previous_sent = sent
-        task = loop.create_task(self._process(list(records), previous, sent))
+        task = loop.create_task(self._process(batch, previous, sent, self._acks.turn()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -146,135 +137,70 @@ class BatchProcessor:
     # -- one batch ---------------------------------------------------------------------------------
 
     async def _process(
-        self, records: list[Record], previous: asyncio.Future[None] | None, sent: asyncio.Future[None]
+        self, records: list[Record], previous: asyncio.Future[None] | None, sent: asyncio.Future[None],
+        turn: AckTurn,
     ) -> None:
         try:
-            outcomes = [classify(r.value, self._max_bytes) for r in records]
-            valid = [(i, o.event) for i, o in enumerate(outcomes) if isinstance(o, Valid)]
-            predictions: dict[int, PredictionLike | Rejected] = {}
-            if valid:
-                texts = [self._render(event.text_fields()) for _, event in valid]
-                results = await asyncio.get_running_loop().run_in_executor(self._executor, self._infer, texts)
-                for (i, _), result in zip(valid, results, strict=True):
-                    predictions[i] = result
+            outcomes, results = await self._validate_and_infer(records)
             if previous is not None:
                 await asyncio.shield(previous)  # keep send order across batches
-            acks = await self._send_all(records, outcomes, predictions)
+            deliveries = [await self._publish.send(r, self._outputs_of(r, o, results.get(i)))
+                          for i, (r, o) in enumerate(zip(records, outcomes, strict=True))]
             sent.set_result(None)
-            await asyncio.gather(*acks)
+            for delivery in deliveries:
+                await delivery
+            await turn.ack(records)
         except asyncio.CancelledError:
-            if not sent.done():
-                sent.set_result(None)
+            turn.fail()
             raise
         except Exception as exc:  # noqa: BLE001 - anything here means outputs are not safe
+            turn.fail()
+            log.exception("batch of %d records failed; not acking, stopping the worker", len(records))
+            await self._on_fatal(exc)
+        finally:
             if not sent.done():
                 sent.set_result(None)
-            log.exception("batch of %d records failed to publish; not acking, stopping the worker", len(records))
-            await self._on_fatal(exc)
-            return
-        else:
-            for record in records:
-                record.ack()
-        finally:
             self.progress.pending_records -= len(records)
             self.progress.batches_in_flight -= 1
             metrics.BATCHES_IN_FLIGHT.set(self.progress.batches_in_flight)
             self.progress.touch()
             self._slots.release()
+            if self.on_batch_done is not None:
+                self.on_batch_done(records)
 
-    def _infer(self, texts: list[str]) -> list[PredictionLike | Rejected]:
-        """Runs on the executor: one model call; on failure, one call per text."""
-        started = time.perf_counter()
+    async def _validate_and_infer(
+        self, records: list[Record]
+    ) -> tuple[list[Valid | Rejected], dict[int, Prediction | Rejected]]:
         try:
-            predictions = list(self._predict(texts))
-            if len(predictions) != len(texts):
-                raise RuntimeError(f"model returned {len(predictions)} predictions for {len(texts)} texts")
-            return list(predictions)
-        except Exception as exc:  # noqa: BLE001 - isolate the poison message below
-            log.warning("batch inference failed (%r); retrying %d messages one by one", exc, len(texts))
-            results: list[PredictionLike | Rejected] = []
-            for text in texts:
-                try:
-                    (one,) = self._predict([text])
-                    results.append(one)
-                except Exception as single_exc:  # noqa: BLE001
-                    results.append(inference_failure(single_exc))
-            return results
+            outcomes = [classify(r.value, self._max_bytes) for r in records]
+            valid = [(i, o.event) for i, o in enumerate(outcomes) if isinstance(o, Valid)]
+            texts = [self._render(event.text_fields()) for _, event in valid]
+            predictions = await self._inference(texts)
+            return outcomes, {i: p for (i, _), p in zip(valid, predictions, strict=True)}
         finally:
-            metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+            self._before_inference -= 1
+            if self._before_inference == 0 and self.on_inference_idle is not None:
+                self.on_inference_idle()
 
-    async def _send_all(
-        self,
-        records: list[Record],
-        outcomes: list[Valid | Rejected],
-        predictions: dict[int, PredictionLike | Rejected],
-    ) -> list[Awaitable[None]]:
-        """Start every send of the batch, in record order; return the acknowledgement awaitables."""
-        acks: list[Awaitable[None]] = []
-        for i, (record, outcome) in enumerate(zip(records, outcomes, strict=True)):
-            result: PredictionLike | Rejected = outcome if isinstance(outcome, Rejected) else predictions[i]
-            if isinstance(result, Rejected):
-                acks.append(await self._send_dead_letter(record, result))
-                continue
-            assert isinstance(outcome, Valid)
+    def _outputs_of(self, record: Record, outcome: Valid | Rejected, result: Prediction | Rejected | None) -> list[Output]:
+        """The record's primary output, then the drift alerts it raised (consumption order)."""
+        processed_at = datetime.now(UTC)
+        event = outcome.event if isinstance(outcome, Valid) else None
+        prediction = result if isinstance(result, Prediction) else None
+        primary: Output
+        if isinstance(outcome, Rejected):
+            primary = self._outputs.dead_letter(record, outcome)
+        elif isinstance(result, Rejected):
+            primary = self._outputs.dead_letter(record, result)
+        else:
             try:
-                payload = self._categorized(record, outcome.event, result)
-            except Exception as exc:  # noqa: BLE001 - e.g. NaN scores: a per-message failure
-                acks.append(await self._send_dead_letter(record, inference_failure(exc)))
-                continue
-            acks.append(await self._send(self._topics.output, outcome.event.key, payload,
-                                         event_time=outcome.event.event_time, record=record))
-            self._drift.count_input(dead_letter=False)
-            alerts = self._drift.observe(result, outcome.event, record.partition, record.offset, datetime.now(UTC))
-            for key, value, alert_type, recommendation in alerts:
-                acks.append(await self._send(self._topics.drift, key, value))
-                metrics.DRIFT_ALERTS.labels(type=alert_type, recommendation=recommendation).inc()
-        return acks
-
-    def _categorized(self, record: Record, event: ProductEvent, prediction: PredictionLike) -> bytes:
-        drift = prediction.drift
-        message = CategorizedProduct(
-            product_id=event.product_id,
-            categories=[CategoryOut(name=c.name, score=float(c.score)) for c in prediction.categories],
-            top_category=prediction.top_category,
-            model_version=self._model_version,
-            drift=DriftOut(distance=float(drift.distance), nearest_centroid=int(drift.nearest_centroid),
-                           outlier=bool(drift.outlier)),
-            event_time=event.event_time,
-            processed_at=datetime.now(UTC),
-            source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
-        )
-        metrics.DRIFT_DISTANCE.observe(float(drift.distance))
-        return message.model_dump_json().encode("utf-8")
-
-    async def _send_dead_letter(self, record: Record, rejected: Rejected) -> Awaitable[None]:
-        letter = dead_letter(record.key, record.value, rejected, record.topic, record.partition, record.offset)
-        metrics.DEAD_LETTERS.labels(reason=rejected.reason.value).inc()
-        self._drift.count_input(dead_letter=True)
-        log.info(
-            "dead letter %s:%d@%d reason=%s %s",
-            record.topic, record.partition, record.offset, rejected.reason.value, rejected.detail[:200],
-        )
-        return await self._send(self._topics.dlq, record.key, letter.model_dump_json().encode("utf-8"))
-
-    async def _send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        *,
-        event_time: datetime | None = None,
-        record: Record | None = None,
-    ) -> Awaitable[None]:
-        """Hand one message to the producer now (keeps order); return an awaitable of its broker ack."""
-        future = await self._publisher.send(topic, key, value)
-
-        async def acknowledged() -> None:
-            await future
-            metrics.MESSAGES_PRODUCED.labels(topic=topic).inc()
-            if record is not None:
-                origin = event_time.timestamp() if event_time is not None else record.timestamp
-                if origin is not None:
-                    metrics.END_TO_END_LATENCY.observe(max(0.0, time.time() - origin))
-
-        return acknowledged()
+                assert event is not None and prediction is not None
+                primary = self._outputs.categorized(record, event, prediction)
+            except Exception as exc:  # noqa: BLE001 - e.g. NaN scores: this message's failure
+                primary, prediction = self._outputs.dead_letter(record, inference_failure(exc)), None
+        outputs = [primary]
+        for alert in self._drift.observe(record.partition, record.offset, processed_at, prediction,
+                                         event if prediction is not None else None):
+            outputs.append(Output(self._outputs.topics.drift, alert.key, alert.value, f"alert:{alert.type}"))
+            metrics.DRIFT_ALERTS.labels(type=alert.type, recommendation=alert.recommendation).inc()
+        return outputs

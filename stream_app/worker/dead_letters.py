@@ -1,23 +1,42 @@
-"""Raw bytes -> `ProductEvent` or a dead-letter classification. Pure: no Kafka, no Faust.
+"""Raw bytes -> `ProductEvent` or a dead-letter classification, and the dead letter itself. Pure.
 
-Contract: `classify(value, max_bytes)` never raises. It returns a `Valid` with the parsed event, or a
-`Rejected` naming the `DeadLetterReason`, the error class and a detail that names the invalid field
-(for schema violations). Checks run cheapest first: size, UTF-8, JSON, object, schema.
+Contract:
+* `classify(value, max_bytes)` never raises, whatever the bytes. It returns a `Valid` with the
+  parsed event, or a `Rejected` naming the `DeadLetterReason`, the error class and a detail that
+  names the invalid field (for schema violations). Checks run cheapest first: size, UTF-8, JSON,
+  object, schema. JSON is read as RFC 8259 text with Python's usual leniency: a leading UTF-8 BOM is
+  skipped, NaN/Infinity literals are accepted, and of duplicate keys the last one wins.
+* `dead_letter(...)` builds the DLQ record of any input and any `Rejected`. The record, its Kafka key
+  (`dlq_key`) and the record overhead together never exceed ``max_bytes``: the base64 copies of key
+  and value are cut (``key_truncated`` / ``value_truncated``, with the original sizes) to fit.
+* `dlq_key(key)` is the original key when it is at most `KEY_COPY_BYTES`, else the hex SHA-256 of it
+  (a huge key could not be the key of a record that fits; the letter carries its copy).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
 from stream_app.messages import DeadLetter, DeadLetterError, DeadLetterReason, ProductEvent, SourceRef, b64
 
-# A too-large payload cannot be copied whole into the DLQ (it would exceed the same size limits);
-# keep a prefix that is enough to identify it.
-TRUNCATED_VALUE_BYTES = 64 * 1024
+DEFAULT_MAX_OUTPUT_BYTES = 1_048_576
+# Room kept for the key before the value takes the rest of a letter's budget; also the longest
+# original key a dead letter keeps as its Kafka key.
+KEY_COPY_BYTES = 4_096
+# Kafka's record-batch framing around one record (v2 batch header 61 bytes + record header), rounded up.
+RECORD_OVERHEAD_BYTES = 256
+_DETAIL_CHARS = 2_000
+# Python refuses to convert integer literals over 4,300 digits (CVE-2020-10735) and raises from
+# inside json.loads; such a number becomes an infinite float here, which every typed field rejects
+# with a clear message and every ignored field may hold.
+_MAX_INT_DIGITS = 4_300
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +52,22 @@ class Rejected:
     field: str | None = None
 
     def error(self) -> DeadLetterError:
-        return DeadLetterError(reason=self.reason, error_class=self.error_class, detail=self.detail, field=self.field)
+        # An exception's text may quote the input: keep it short and serializable (no lone surrogates).
+        def text(value: str, limit: int) -> str:
+            return value[:limit].encode("utf-8", "replace").decode("utf-8")
+
+        return DeadLetterError(
+            reason=self.reason,
+            error_class=text(self.error_class, 200) or "Error",
+            detail=text(self.detail, _DETAIL_CHARS).strip() or text(self.error_class, 200).strip() or "unknown error",
+            field=None if self.field is None else text(self.field, 200),
+        )
+
+
+def _parse_int(text: str) -> int | float:
+    if len(text) <= _MAX_INT_DIGITS:
+        return int(text)
+    return -math.inf if text.startswith("-") else math.inf
 
 
 def _first_error(exc: ValidationError) -> tuple[str | None, str]:
@@ -49,7 +83,11 @@ def _first_error(exc: ValidationError) -> tuple[str | None, str]:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         details.append(f"{loc or '<root>'}: {msg}")
-    return first_field, "; ".join(dict.fromkeys(details))[:2000]
+    return first_field, "; ".join(dict.fromkeys(details))[:_DETAIL_CHARS]
+
+
+def _describe(exc: BaseException) -> str:
+    return (str(exc) or repr(exc))[:_DETAIL_CHARS]
 
 
 def classify(value: bytes | None, max_bytes: int) -> Valid | Rejected:
@@ -63,13 +101,13 @@ def classify(value: bytes | None, max_bytes: int) -> Valid | Rejected:
             f"value is {len(value)} bytes, over STREAM_MAX_MESSAGE_BYTES={max_bytes}",
         )
     try:
-        text = value.decode("utf-8")
+        text = value.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        return Rejected(DeadLetterReason.NOT_UTF8, type(exc).__name__, str(exc))
+        return Rejected(DeadLetterReason.NOT_UTF8, type(exc).__name__, _describe(exc))
     try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return Rejected(DeadLetterReason.INVALID_JSON, type(exc).__name__, str(exc)[:500])
+        obj: Any = json.loads(text, parse_int=_parse_int)
+    except Exception as exc:  # noqa: BLE001 - JSONDecodeError, RecursionError (nesting), MemoryError...
+        return Rejected(DeadLetterReason.INVALID_JSON, type(exc).__name__, _describe(exc)[:500])
     if not isinstance(obj, dict):
         return Rejected(DeadLetterReason.NOT_AN_OBJECT, "TypeError", f"expected a JSON object, got {type(obj).__name__}")
     try:
@@ -77,6 +115,24 @@ def classify(value: bytes | None, max_bytes: int) -> Valid | Rejected:
     except ValidationError as exc:
         field, detail = _first_error(exc)
         return Rejected(DeadLetterReason.SCHEMA_VIOLATION, "ValidationError", detail, field)
+    except Exception as exc:  # noqa: BLE001 - a validator we did not foresee: still this message's fault
+        return Rejected(DeadLetterReason.SCHEMA_VIOLATION, type(exc).__name__, _describe(exc))
+
+
+def _b64_len(size: int) -> int:
+    return 4 * ((size + 2) // 3)
+
+
+def _raw_fitting(b64_chars: int) -> int:
+    """Most raw bytes whose base64 takes at most ``b64_chars`` characters."""
+    return max(0, b64_chars) // 4 * 3
+
+
+def dlq_key(key: bytes | None) -> bytes | None:
+    """Kafka key of the dead letter of a message with this key (see module docstring)."""
+    if key is None or len(key) <= KEY_COPY_BYTES:
+        return key
+    return hashlib.sha256(key).hexdigest().encode("ascii")
 
 
 def dead_letter(
@@ -87,22 +143,47 @@ def dead_letter(
     partition: int,
     offset: int,
     now: datetime | None = None,
+    max_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
 ) -> DeadLetter:
-    """The DLQ record for a rejected message (original key/value base64; too-large values truncated)."""
-    size = len(value) if value is not None else 0
-    truncated = value is not None and rejected.reason is DeadLetterReason.TOO_LARGE and size > TRUNCATED_VALUE_BYTES
-    kept = value[:TRUNCATED_VALUE_BYTES] if truncated and value is not None else value
-    return DeadLetter(
-        key=b64(key),
-        value=b64(kept),
-        value_size=size,
-        value_truncated=truncated,
-        error=rejected.error(),
+    """The DLQ record for a rejected message: ``model_dump_json()`` of it plus `dlq_key` of ``key`` plus
+    `RECORD_OVERHEAD_BYTES` is at most ``max_bytes``."""
+    error = rejected.error()
+    empty = DeadLetter(
+        key=None if key is None else "",
+        value=None if value is None else "",
+        key_size=len(key or b""),
+        key_truncated=False,
+        value_size=len(value or b""),
+        value_truncated=False,
+        error=error,
         source=SourceRef(topic=topic, partition=partition, offset=offset),
         dead_lettered_at=now or datetime.now(UTC),
+    )
+    # Everything but the two copies; "false" -> "true" may grow each flag by one character.
+    framing = len(dlq_key(key) or b"") + RECORD_OVERHEAD_BYTES
+    budget = max_bytes - framing - len(empty.model_dump_json().encode("utf-8")) - 2
+    kept_key = key
+    if key is not None and _b64_len(len(key)) > budget:
+        kept_key = key[: _raw_fitting(min(budget, _b64_len(KEY_COPY_BYTES)))]
+    budget -= _b64_len(len(kept_key)) if kept_key is not None else 0
+    kept_value = value
+    if value is not None and _b64_len(len(value)) > budget:
+        kept_value = value[: _raw_fitting(budget)]
+    return empty.model_copy(
+        update={
+            "key": b64(kept_key),
+            "value": b64(kept_value),
+            "key_truncated": key is not None and kept_key is not None and len(kept_key) < len(key),
+            "value_truncated": value is not None and kept_value is not None and len(kept_value) < len(value),
+        }
     )
 
 
 def inference_failure(exc: BaseException) -> Rejected:
     """Classification of a message whose own model call failed."""
-    return Rejected(DeadLetterReason.INFERENCE_FAILED, type(exc).__name__, str(exc)[:2000] or repr(exc))
+    return Rejected(DeadLetterReason.INFERENCE_FAILED, type(exc).__name__, _describe(exc))
+
+
+def output_too_large(detail: str) -> Rejected:
+    """Classification of a message whose output the broker (or the producer's limit) refused as too large."""
+    return Rejected(DeadLetterReason.OUTPUT_TOO_LARGE, "MessageSizeTooLargeError", detail[:_DETAIL_CHARS])

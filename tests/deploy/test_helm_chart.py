@@ -298,21 +298,24 @@ def test_bundle_volume_is_mounted_read_only_at_the_bundle_path() -> None:
 
 
 def test_configmap_holds_every_setting_as_a_string() -> None:
+    from stream_app.settings import ENV_PREFIX, Settings, load_settings
+
     data = one("defaults", "ConfigMap")["data"]
-    expected = {
-        "STREAM_BROKERS", "STREAM_SECURITY_PROTOCOL", "STREAM_SASL_MECHANISM", "STREAM_INPUT_TOPIC",
-        "STREAM_OUTPUT_TOPIC", "STREAM_DRIFT_TOPIC", "STREAM_DLQ_TOPIC", "STREAM_PARTITIONS",
-        "STREAM_REPLICATION_FACTOR", "STREAM_GROUP_ID", "STREAM_BUNDLE_PATH", "STREAM_BATCH_SIZE",
-        "STREAM_BATCH_MAX_WAIT_MS", "STREAM_MAX_BATCHES_IN_FLIGHT", "STREAM_INFERENCE_THREADS",
-        "STREAM_MAX_MESSAGE_BYTES", "STREAM_DRIFT_WINDOW", "STREAM_DRIFT_ALPHA", "STREAM_DRIFT_RETRAIN_AFTER",
-        "STREAM_CATEGORY_MIX_ALPHA", "STREAM_DLQ_ALERT_RATIO", "STREAM_WEB_PORT", "STREAM_WEB_BIND",
-        "STREAM_LIVENESS_STALL_SECONDS", "STREAM_DATA_DIR", "STREAM_LOG_LEVEL",
-    }
+    # Credentials come from the Secret, the CA file only with TLS, the worker id from the pod name.
+    elsewhere = {"STREAM_SASL_USERNAME", "STREAM_SASL_PASSWORD", "STREAM_SSL_CAFILE", "STREAM_WORKER_ID"}
+    expected = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} - elsewhere
     assert expected <= data.keys(), f"missing: {sorted(expected - data.keys())}"
     assert all(isinstance(v, str) for v in data.values())
     # Helm keeps numbers as float64: without int64 these would render as 1e+06 and break the settings.
-    assert data["STREAM_MAX_MESSAGE_BYTES"] == "1000000"
+    assert data["STREAM_MAX_MESSAGE_BYTES"] == "1000000" and data["STREAM_MAX_OUTPUT_BYTES"] == "1048576"
     assert float(data["STREAM_DRIFT_ALPHA"]) == pytest.approx(1e-6)
+    settings = load_settings(**{k[len(ENV_PREFIX):].lower(): v for k, v in data.items()})
+    assert settings.max_bytes_in_flight == 32 * 1_048_576
+
+
+def test_worker_id_is_the_pod_name() -> None:
+    env = {e["name"]: e for e in worker_container("defaults")["env"]}
+    assert env["STREAM_WORKER_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
 
 
 def test_configmap_renders_extra_settings() -> None:

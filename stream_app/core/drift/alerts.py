@@ -1,18 +1,72 @@
-"""Messages of the ``drift`` topic (pydantic v2). ``stream_app.messages`` re-exports them.
+"""Records of the ``drift`` topic (pydantic v2). ``stream_app.messages`` re-exports them.
 
-Two alert types share a ``window`` description and the ``consecutive_windows`` / ``recommendation``
-logic: ``investigate`` on the first drifting window, ``retrain`` once ``retrain_after`` consecutive
-windows drift.
+Every record describes one window of one input partition: offsets ``[start_offset, end_offset)``
+of ``topic``/``partition``, aligned to the window size (window k covers ``[k*W, (k+1)*W)``), so the
+same messages always fall into the same window, whichever worker consumes them and however often.
+
+* ``status: "firing"``: ``EmbeddingDriftAlert`` or ``CategoryMixAlert``; ``recommendation`` is
+  ``investigate`` on the first drifting window of the partition and ``retrain`` once
+  ``retrain_after`` consecutive windows drifted.
+* ``status: "resolved"``: ``DriftResolved``, one per drift episode, after the first clean window
+  that follows a firing alert of the same (partition, type); ``resolves`` names that alert.
+
+``alert_id`` is deterministic (`alert_id`): a pager deduplicates re-sent records by it.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Recommendation = Literal["investigate", "retrain"]
+AlertType = Literal["embedding_drift", "category_mix"]
+Status = Literal["firing", "resolved"]
+
+ALERT_ID_CHARS = 32
+
+
+def alert_id(
+    status: Status,
+    alert_type: AlertType,
+    model_version: str,
+    group_id: str,
+    topic: str,
+    partition: int,
+    start_offset: int,
+    end_offset: int,
+) -> str:
+    """Deterministic id of a drift record: hex SHA-256 (first 32 chars) of what identifies it.
+
+    The inputs are the status, the alert type, the model version, the consumer group, the input
+    topic, the partition and the window ``[start_offset, end_offset)``: nothing that depends on
+    who computed it or when. In particular NOT the worker id: after a SIGKILL in Kubernetes the
+    replacement pod has another name, replays the uncommitted messages and re-sends the alert of a
+    window; the re-sent alert must carry the same id so that the pager deduplicates it. (Its body
+    may differ: ``worker_id``, ``created_at``, and ``consecutive_windows``/``recommendation``, which
+    restart from zero in a new process.)
+    """
+    material = json.dumps(
+        ["drift/v1", status, alert_type, model_version, group_id, topic, int(partition), int(start_offset),
+         int(end_offset)],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return sha256(material.encode("utf-8")).hexdigest()[:ALERT_ID_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertContext:
+    """What the detectors put into every record besides the window: who and what it is about."""
+
+    model_version: str = ""
+    group_id: str = ""
+    topic: str = ""
+    worker_id: str = ""
 
 
 class _Frozen(BaseModel):
@@ -20,23 +74,39 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class PartitionRange(_Frozen):
-    """Offsets of one partition covered by the window (inclusive)."""
-
-    partition: int = Field(ge=0)
-    start_offset: int = Field(ge=0)
-    end_offset: int = Field(ge=0)
-    count: int = Field(ge=1, description="messages of this partition in the window")
-
-
 class AlertWindow(_Frozen):
-    """Which messages the window covered and when."""
+    """The window: offsets ``[start_offset, end_offset)`` of one input partition, and what was seen of it
+    when the record was made."""
 
-    partitions: list[PartitionRange] = Field(description="per partition, sorted by partition")
+    start_offset: int = Field(ge=0, description="first offset of the window (a multiple of the window size)")
+    end_offset: int = Field(ge=1, description="first offset after the window (exclusive)")
+    last_offset: int = Field(ge=0, description="highest offset of the window seen when the record was made")
+    observed: int = Field(ge=0, description="messages of the window with a prediction, so far")
+    dead_letters: int = Field(ge=0, description="offsets of the window that were dead-lettered, so far")
     first_event_time: datetime | None = Field(description="earliest event_time in the window, if any")
     last_event_time: datetime | None = Field(description="latest event_time in the window, if any")
     first_processed_at: datetime
     last_processed_at: datetime
+
+
+class EmbeddingThresholds(_Frozen):
+    """The numbers the embedding_drift decision used."""
+
+    tau: float | None = Field(description="cosine distance beyond which a message is an outlier (calibration)")
+    expected_rate: float = Field(gt=0, lt=1, description="p0: outlier rate in distribution (1 - quantile)")
+    alpha: float = Field(gt=0, lt=1, description="false-alarm probability per window")
+    window_size: int = Field(ge=1, description="W: offsets per window (STREAM_DRIFT_WINDOW)")
+    critical_count: int = Field(ge=1, description="c: smallest count with P(Binomial(W, p0) >= c) <= alpha")
+
+
+class CategoryThresholds(_Frozen):
+    """The numbers the category_mix decision used."""
+
+    alpha: float = Field(gt=0, lt=1, description="drift when the chi-square p-value is <= alpha")
+    window_size: int = Field(ge=1, description="W: offsets per window (STREAM_DRIFT_WINDOW)")
+    degrees_of_freedom: int = Field(ge=1, description="merged bins - 1")
+    critical_chi_square: float = Field(ge=0, description="chi-square value whose p-value is alpha")
+    min_expected: float = Field(gt=0, description="bins with fewer expected messages are merged")
 
 
 class MovedCentroid(_Frozen):
@@ -59,38 +129,67 @@ class CategoryCount(_Frozen):
     reference_share: float = Field(ge=0, le=1)
 
 
-class EmbeddingDriftAlert(_Frozen):
+class _Record(_Frozen):
+    # Every field is always written, defaults included: the schema says so (``required``).
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
+
+    # type and status first: what a reader of the topic looks at first (subclasses narrow them).
+    type: AlertType
+    status: Status
+    alert_id: str = Field(description="deterministic: same for a re-sent record of the same window (see alert_id)")
+    model_version: str
+    group_id: str = Field(description="consumer group of the workers (STREAM_GROUP_ID)")
+    topic: str = Field(description="input topic")
+    partition: int = Field(ge=0, description="input partition the window belongs to")
+    window: AlertWindow
+    worker_id: str = Field(description="worker that sent this copy (STREAM_WORKER_ID); not part of alert_id")
+    created_at: datetime
+
+
+class EmbeddingDriftAlert(_Record):
     """Too many embeddings far from every centroid: outliers >= critical_count in a window."""
 
     type: Literal["embedding_drift"] = "embedding_drift"
-    window: AlertWindow
+    status: Literal["firing"] = "firing"
     n: int = Field(ge=1, description="observations in the window when the alert fired")
     outliers: int = Field(ge=0)
     expected: float = Field(ge=0, description="n * p0")
     critical_count: int = Field(ge=1, description="c: outlier count that decides drift for the window size")
     p_value: float = Field(ge=0, le=1, description="P(Binomial(n, p0) >= outliers)")
+    thresholds: EmbeddingThresholds
     top_moved_centroids: list[MovedCentroid]
     outlier_sample: list[str] = Field(description="product_ids of some outliers of the window")
-    model_version: str
-    consecutive_windows: int = Field(ge=1)
+    consecutive_windows: int = Field(ge=1, description="drifting windows of this partition in a row")
     recommendation: Recommendation
-    created_at: datetime
 
 
-class CategoryMixAlert(_Frozen):
+class CategoryMixAlert(_Record):
     """The mix of predicted top categories departs from the reference (chi-square goodness of fit)."""
 
     type: Literal["category_mix"] = "category_mix"
-    window: AlertWindow
-    n: int = Field(ge=1)
+    status: Literal["firing"] = "firing"
+    n: int = Field(ge=1, description="observations in the window")
     chi_square: float = Field(ge=0)
     degrees_of_freedom: int = Field(ge=1)
     p_value: float = Field(ge=0, le=1)
+    thresholds: CategoryThresholds
     categories: list[CategoryCount] = Field(description="every label, largest |Pearson residual| first")
-    model_version: str
-    consecutive_windows: int = Field(ge=1)
+    consecutive_windows: int = Field(ge=1, description="drifting windows of this partition in a row")
     recommendation: Recommendation
-    created_at: datetime
+
+
+class DriftResolved(_Record):
+    """A (partition, type) that drifted had a clean window: ends the firing alert ``resolves``."""
+
+    type: AlertType
+    status: Literal["resolved"] = "resolved"
+    resolves: str = Field(description="alert_id of the last firing alert of this partition and type")
+    drifted_windows: int = Field(ge=1, description="consecutive drifting windows this clean window ends")
+    n: int = Field(ge=1, description="observations in the clean window")
+    statistic: float = Field(ge=0, description="outlier count (embedding_drift) or chi-square (category_mix)")
+    p_value: float = Field(ge=0, le=1)
+    thresholds: EmbeddingThresholds | CategoryThresholds
 
 
 DriftAlert = EmbeddingDriftAlert | CategoryMixAlert
+DriftRecord = EmbeddingDriftAlert | CategoryMixAlert | DriftResolved

@@ -1,15 +1,19 @@
 """Category-mix drift: chi-square goodness of fit of a window's top categories against the reference.
 
-At the end of each tumbling window of ``W`` messages, the counts of predicted top categories are
-compared with ``W * reference_share`` (Pearson chi-square, ``scipy.stats.chisquare``); the window
-drifts when ``p <= alpha``.
+At the end of each window (``W`` consecutive offsets of one input partition, aligned to offsets:
+see ``monitor``), the counts of the predicted top categories of its ``n <= W`` observations (dead
+letters bring none) are compared with ``n * reference_share`` (Pearson chi-square,
+``scipy.stats.chisquare``); the window drifts when ``p <= alpha``. A window that does not drift is
+clean if it had at least ``MIN_CLEAN_SHARE`` of W observations (else inconclusive); the first clean
+window after an alert yields a ``DriftResolved`` naming it.
 
 Small reference shares: categories are MERGED, not floored. The chi-square approximation needs
 expected counts of about 5 or more (Cochran's rule); flooring a zero share with an epsilon would
 leave an expected count near 0, and a single message of that category would give an enormous
 statistic and a false alarm. So categories with ``W * share < min_expected`` are pooled into one
 bin; if that pool is still below ``min_expected`` it is merged with the next smallest category,
-until every bin qualifies. The plan is fixed at construction (it depends only on W and the shares).
+until every bin qualifies. The plan is fixed at construction for full windows (it depends only on W
+and the shares); a window with fewer observations (dead letters) gets its own plan for its n.
 The alert still lists every category with its own count and expected count.
 
 Default alpha = 1e-6, for W = 500 and the Elo7 reference mix (6 categories, df = 5): the critical
@@ -26,11 +30,19 @@ from datetime import datetime
 from math import isfinite, sqrt
 
 import numpy as np
-from scipy.stats import chisquare
+from scipy.stats import chi2, chisquare
 
-from stream_app.core.drift.alerts import CategoryCount, CategoryMixAlert
+from stream_app.core.drift.alerts import (
+    AlertContext,
+    CategoryCount,
+    CategoryMixAlert,
+    CategoryThresholds,
+    DriftResolved,
+    Status,
+    alert_id,
+)
 from stream_app.core.drift.observation import Observation
-from stream_app.core.drift.window import DriftStreak, WindowBounds, utc_now
+from stream_app.core.drift.window import DriftStreak, OpenWindow, min_clean_observations, utc_now
 
 DEFAULT_CATEGORY_ALPHA = 1e-6
 MIN_EXPECTED = 5.0
@@ -55,10 +67,12 @@ def merge_plan(expected: Sequence[float], min_expected: float = MIN_EXPECTED) ->
 
 
 class CategoryMixDetector:
-    """Tumbling-window chi-square test of the top-category mix. ``update(obs)`` -> alert or None.
+    """Chi-square test of the top-category mix over the windows of ONE partition.
 
-    ``reference_share[i]`` is the calibration share of label ``labels[i]`` (normalized here if it
-    does not sum to exactly 1). Alerts at window end when ``p <= alpha``; recommendation
+    ``update(obs, window)`` counts (never alerts mid-window); ``close(window)`` at the window's end
+    -> ``CategoryMixAlert`` (``p <= alpha``), ``DriftResolved`` (first clean window after an alert)
+    or None; ``reset()`` drops a window that is abandoned. ``reference_share[i]`` is the calibration
+    share of label ``labels[i]`` (normalized here if it does not sum to exactly 1). Recommendation
     ``investigate``, then ``retrain`` after ``retrain_after`` consecutive drifting windows.
     """
 
@@ -69,7 +83,7 @@ class CategoryMixDetector:
         labels: Sequence[str],
         alpha: float = DEFAULT_CATEGORY_ALPHA,
         retrain_after: int = 3,
-        model_version: str = "",
+        context: AlertContext = AlertContext(),
         min_expected: float = MIN_EXPECTED,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -91,12 +105,13 @@ class CategoryMixDetector:
         self.reference_share = shares / shares.sum()
         self.labels = list(labels)
         self.alpha = float(alpha)
-        self.model_version = model_version
-        self.bins = merge_plan(list(self.window_size * self.reference_share), min_expected)
+        self.min_expected = float(min_expected)
+        self.context = context
+        self.bins = merge_plan(list(self.window_size * self.reference_share), self.min_expected)
         self._clock = clock
         self._streak = DriftStreak(retrain_after)
-        self._bounds = WindowBounds()
-        self._reset_window()
+        self._min_clean = min_clean_observations(self.window_size)
+        self.reset()
 
     @property
     def testable(self) -> bool:
@@ -107,67 +122,129 @@ class CategoryMixDetector:
     def consecutive_windows(self) -> int:
         return self._streak.consecutive
 
-    def _reset_window(self) -> None:
-        self.n = 0
-        self.counts = np.zeros(len(self.labels), dtype=np.int64)
-        self._bounds.reset()
+    @property
+    def firing(self) -> str | None:
+        """alert_id of the last alert not resolved yet."""
+        return self._streak.firing
 
-    def update(self, obs: Observation) -> CategoryMixAlert | None:
-        """Add one observation; at the end of a window return an alert if the mix drifted."""
+    def reset(self) -> None:
+        """Forget the current window's counts (window closed or abandoned)."""
+        self.counts = np.zeros(len(self.labels), dtype=np.int64)
+
+    def update(self, obs: Observation, window: OpenWindow) -> None:
+        """Count one observation of the window; the verdict comes at ``close``."""
         if not 0 <= obs.top_index < len(self.labels):
             raise ValueError(
                 f"top_index {obs.top_index} of product {obs.product_id!r} is outside the {len(self.labels)} labels"
             )
-        self.n += 1
         self.counts[obs.top_index] += 1
-        self._bounds.add(obs)
-        if self.n < self.window_size:
-            return None
-        alert = None
-        if self.testable:
-            statistic, p_value = self.test(self.counts)
-            if p_value <= self.alpha:
-                self._streak.drifted()
-                alert = self._alert(statistic, p_value)
-            else:
-                self._streak.clean()
-        self._reset_window()
-        return alert
+        return None
 
-    def test(self, counts: np.ndarray) -> tuple[float, float]:
-        """Chi-square statistic and p-value of per-label ``counts`` over the merged bins."""
+    def close(self, window: OpenWindow) -> CategoryMixAlert | DriftResolved | None:
+        """End of ``window``: an alert if the mix drifted, a resolution if it is the first clean one."""
+        try:
+            n = int(self.counts.sum())
+            bins = self.bins if n == self.window_size else merge_plan(list(n * self.reference_share), self.min_expected)
+            if n == 0 or len(bins) < 2:
+                return None  # nothing to test: inconclusive
+            statistic, p_value = self.test(self.counts, bins)
+            thresholds = self._thresholds(len(bins) - 1)
+            if p_value <= self.alpha:
+                identity = self._id("firing", window)
+                consecutive = self._streak.drifted(window.start_offset, identity)
+                return self._alert(window, identity, consecutive, n, statistic, p_value, thresholds)
+            if n < self._min_clean:
+                return None
+            ended = self._streak.clean(window.start_offset)
+            if ended is None:
+                return None
+            resolves, drifted_windows = ended
+            c = self.context
+            return DriftResolved(
+                alert_id=self._id("resolved", window),
+                type="category_mix",
+                resolves=resolves,
+                drifted_windows=drifted_windows,
+                model_version=c.model_version,
+                group_id=c.group_id,
+                topic=c.topic,
+                partition=window.partition,
+                window=window.snapshot(),
+                worker_id=c.worker_id,
+                n=n,
+                statistic=statistic,
+                p_value=p_value,
+                thresholds=thresholds,
+                created_at=self._clock(),
+            )
+        finally:
+            self.reset()
+
+    def test(self, counts: np.ndarray, bins: list[list[int]] | None = None) -> tuple[float, float]:
+        """Chi-square statistic and p-value of per-label ``counts`` over the merged ``bins``."""
+        bins = self.bins if bins is None else bins
         n = float(counts.sum())
-        observed = np.array([counts[b].sum() for b in self.bins], dtype=float)
-        expected = np.array([self.reference_share[b].sum() * n for b in self.bins], dtype=float)
+        observed = np.array([counts[b].sum() for b in bins], dtype=float)
+        expected = np.array([self.reference_share[b].sum() * n for b in bins], dtype=float)
         result = chisquare(observed, expected)
         return float(result.statistic), float(result.pvalue)
 
-    def _alert(self, statistic: float, p_value: float) -> CategoryMixAlert:
+    def _thresholds(self, df: int) -> CategoryThresholds:
+        return CategoryThresholds(
+            alpha=self.alpha,
+            window_size=self.window_size,
+            degrees_of_freedom=df,
+            critical_chi_square=float(chi2.isf(self.alpha, df)),
+            min_expected=self.min_expected,
+        )
+
+    def _id(self, status: Status, window: OpenWindow) -> str:
+        c = self.context
+        return alert_id(status, "category_mix", c.model_version, c.group_id, c.topic,
+                        window.partition, window.start_offset, window.end_offset)
+
+    def _alert(
+        self,
+        window: OpenWindow,
+        identity: str,
+        consecutive: int,
+        n: int,
+        statistic: float,
+        p_value: float,
+        thresholds: CategoryThresholds,
+    ) -> CategoryMixAlert:
         rows = []
         for i, name in enumerate(self.labels):
-            expected = self.n * float(self.reference_share[i])
+            expected = n * float(self.reference_share[i])
             count = int(self.counts[i])
             residual = (count - expected) / sqrt(max(expected, 0.5))
             rows.append((abs(residual), i, name, count, expected))
         rows.sort(key=lambda r: (-r[0], r[1]))
+        c = self.context
         return CategoryMixAlert(
-            window=self._bounds.snapshot(),
-            n=self.n,
+            alert_id=identity,
+            model_version=c.model_version,
+            group_id=c.group_id,
+            topic=c.topic,
+            partition=window.partition,
+            window=window.snapshot(),
+            worker_id=c.worker_id,
+            n=n,
             chi_square=statistic,
-            degrees_of_freedom=len(self.bins) - 1,
+            degrees_of_freedom=thresholds.degrees_of_freedom,
             p_value=p_value,
+            thresholds=thresholds,
             categories=[
                 CategoryCount(
                     name=name,
                     count=count,
                     expected_count=expected,
-                    share=count / self.n,
+                    share=count / n,
                     reference_share=float(self.reference_share[i]),
                 )
                 for _, i, name, count, expected in rows
             ],
-            model_version=self.model_version,
-            consecutive_windows=self._streak.consecutive,
-            recommendation=self._streak.recommendation(),
+            consecutive_windows=consecutive,
+            recommendation=self._streak.recommendation(consecutive),
             created_at=self._clock(),
         )

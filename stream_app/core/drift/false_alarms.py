@@ -3,9 +3,9 @@
 Held-out in-distribution outlier flags (and top-category indices) are resampled with a circular
 block bootstrap into a long synthetic stream: blocks of consecutive messages keep any serial
 correlation (a seller's batch of similar listings), which the binomial and chi-square tests ignore.
-The stream is cut into the detectors' tumbling windows and each window is tested exactly as
-``OutlierRateDetector`` and ``CategoryMixDetector`` do (vectorized: same critical count, same merge
-plan, same statistic; at most one alert per detector per window).
+The stream is cut into windows of W observations (a full window of one partition, no dead letters)
+and each is tested exactly as ``OutlierRateDetector`` and ``CategoryMixDetector`` do (vectorized:
+same critical count, same merge plan, same statistic; at most one alert per detector per window).
 """
 
 from __future__ import annotations

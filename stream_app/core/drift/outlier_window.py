@@ -1,17 +1,21 @@
-"""Embedding drift: the outlier rate of a tumbling window tested against its calibrated rate.
+"""Embedding drift: the outlier rate of a window tested against its calibrated rate.
 
 Test
 ----
 Calibration sets ``tau`` at the ``quantile`` q of held-out in-distribution distances, so an
-in-distribution message is an outlier with probability ``p0 = 1 - q``. Over a tumbling window of
-``W`` messages the outlier count is Binomial(W, p0); the window drifts when the count reaches the
-critical count ``c = critical_count(W, p0, alpha)``, i.e. with false-alarm probability <= alpha per
-window when the stream is in control.
+in-distribution message is an outlier with probability ``p0 = 1 - q``. A window is ``W`` consecutive
+offsets of one input partition (aligned: ``[k*W, (k+1)*W)``, see ``monitor``); over its ``n <= W``
+observations (dead letters occupy offsets but bring none) the outlier count is Binomial(n, p0); the
+window drifts when the count reaches the critical count ``c = critical_count(W, p0, alpha)``, i.e.
+with false-alarm probability <= alpha per window when the stream is in control (for ``n < W`` the
+same ``c`` is conservative).
 
 Because the count only grows within a window, the verdict is settled the moment the ``c``-th outlier
 arrives: the alert fires then (``n`` = observations so far), not at the end of the window. That
 changes latency, not the false-alarm rate. The rest of the window is still consumed (and counted
-as drifting) but cannot alert again: at most one alert per window.
+as drifting) but cannot alert again: at most one alert per window. A window that ends without
+alerting is clean if it had at least ``MIN_CLEAN_SHARE`` of W observations (else inconclusive);
+the first clean window after an alert yields a ``DriftResolved`` naming it.
 
 Default alpha = 1e-6 (``DEFAULT_ALPHA``), for W = 500 and p0 = 0.01 (exact binomial figures):
 
@@ -37,10 +41,18 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from math import sqrt
 
-from stream_app.core.drift.alerts import EmbeddingDriftAlert, MovedCentroid
+from stream_app.core.drift.alerts import (
+    AlertContext,
+    DriftResolved,
+    EmbeddingDriftAlert,
+    EmbeddingThresholds,
+    MovedCentroid,
+    Status,
+    alert_id,
+)
 from stream_app.core.drift.binomial import critical_count, tail_probability
 from stream_app.core.drift.observation import Observation
-from stream_app.core.drift.window import DriftStreak, WindowBounds, utc_now
+from stream_app.core.drift.window import DriftStreak, OpenWindow, min_clean_observations, utc_now
 
 DEFAULT_WINDOW = 500
 DEFAULT_ALPHA = 1e-6
@@ -49,12 +61,15 @@ TOP_MOVED = 5
 
 
 class OutlierRateDetector:
-    """Tumbling-window binomial test of the outlier rate. ``update(obs)`` -> alert or None.
+    """Binomial test of the outlier rate over the windows of ONE partition.
 
-    ``reference_centroid_share``: share of calibration messages per centroid (explains an alert:
-    which centroids gained most). ``retrain_after``: consecutive drifting windows before the
-    recommendation turns from ``investigate`` into ``retrain``; a clean window resets the count.
-    ``sample_size``: product ids of outliers kept for the alert (the first ones of the window).
+    ``update(obs, window)`` -> alert or None (at most one per window, as soon as it is decided);
+    ``close(window)`` at the window's end -> ``DriftResolved`` or None; ``reset()`` drops a window
+    that is abandoned. ``reference_centroid_share``: share of calibration messages per centroid
+    (explains an alert: which centroids gained most). ``retrain_after``: consecutive drifting windows
+    before the recommendation turns from ``investigate`` into ``retrain``; a clean window resets the
+    count. ``sample_size``: product ids of outliers kept for the alert (the first ones of the window).
+    ``tau``: only reported in the thresholds.
     """
 
     def __init__(
@@ -64,7 +79,8 @@ class OutlierRateDetector:
         alpha: float = DEFAULT_ALPHA,
         retrain_after: int = DEFAULT_RETRAIN_AFTER,
         reference_centroid_share: Sequence[float] = (),
-        model_version: str = "",
+        context: AlertContext = AlertContext(),
+        tau: float | None = None,
         sample_size: int = 10,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -80,69 +96,117 @@ class OutlierRateDetector:
         if sample_size < 0:
             raise ValueError(f"sample_size must be >= 0, got {sample_size}")
         self.reference_centroid_share = [float(s) for s in reference_centroid_share]
-        self.model_version = model_version
+        self.context = context
+        self.thresholds = EmbeddingThresholds(
+            tau=None if tau is None else float(tau),
+            expected_rate=self.p0,
+            alpha=self.alpha,
+            window_size=self.window_size,
+            critical_count=self.critical,
+        )
         self.sample_size = sample_size
         self._clock = clock
         self._streak = DriftStreak(retrain_after)
-        self._bounds = WindowBounds()
-        self._reset_window()
+        self._min_clean = min_clean_observations(self.window_size)
+        self.reset()
 
     @property
     def consecutive_windows(self) -> int:
         """Drifting windows in a row so far (the current window counts once it has alerted)."""
         return self._streak.consecutive
 
-    def _reset_window(self) -> None:
-        self.n = 0
+    @property
+    def firing(self) -> str | None:
+        """alert_id of the last alert not resolved yet."""
+        return self._streak.firing
+
+    def reset(self) -> None:
+        """Forget the current window's counts (window closed or abandoned)."""
         self.outliers = 0
         self._alerted = False
         self._centroids: Counter[int] = Counter()
         self._sample: list[str] = []
-        self._bounds.reset()
 
-    def update(self, obs: Observation) -> EmbeddingDriftAlert | None:
-        """Add one observation; return an alert when this observation decides the window drifts."""
-        self.n += 1
+    def update(self, obs: Observation, window: OpenWindow) -> EmbeddingDriftAlert | None:
+        """Add one observation of ``window`` (already added to it); return an alert when it decides drift."""
         self._centroids[obs.nearest_centroid] += 1
-        self._bounds.add(obs)
         if obs.outlier:
             self.outliers += 1
             if len(self._sample) < self.sample_size:
                 self._sample.append(obs.product_id)
-        alert = None
-        if not self._alerted and self.outliers >= self.critical:
-            self._alerted = True
-            self._streak.drifted()
-            alert = self._alert()
-        if self.n >= self.window_size:
-            if not self._alerted:
-                self._streak.clean()
-            self._reset_window()
-        return alert
+        if self._alerted or self.outliers < self.critical:
+            return None
+        self._alerted = True
+        identity = self._id("firing", window)
+        consecutive = self._streak.drifted(window.start_offset, identity)
+        return self._alert(window, identity, consecutive)
 
-    def _alert(self) -> EmbeddingDriftAlert:
+    def close(self, window: OpenWindow) -> DriftResolved | None:
+        """End of ``window``: a clean window resolves the firing alert, if any."""
+        try:
+            n = window.observed
+            if self._alerted or n < self._min_clean:
+                return None  # drifting (already reported) or inconclusive
+            ended = self._streak.clean(window.start_offset)
+            if ended is None:
+                return None
+            resolves, drifted_windows = ended
+            c = self.context
+            return DriftResolved(
+                alert_id=self._id("resolved", window),
+                type="embedding_drift",
+                resolves=resolves,
+                drifted_windows=drifted_windows,
+                model_version=c.model_version,
+                group_id=c.group_id,
+                topic=c.topic,
+                partition=window.partition,
+                window=window.snapshot(),
+                worker_id=c.worker_id,
+                n=n,
+                statistic=float(self.outliers),
+                p_value=tail_probability(self.outliers, n, self.p0),
+                thresholds=self.thresholds,
+                created_at=self._clock(),
+            )
+        finally:
+            self.reset()
+
+    def _id(self, status: Status, window: OpenWindow) -> str:
+        c = self.context
+        return alert_id(status, "embedding_drift", c.model_version, c.group_id, c.topic,
+                        window.partition, window.start_offset, window.end_offset)
+
+    def _alert(self, window: OpenWindow, identity: str, consecutive: int) -> EmbeddingDriftAlert:
+        c, n = self.context, window.observed
         return EmbeddingDriftAlert(
-            window=self._bounds.snapshot(),
-            n=self.n,
+            alert_id=identity,
+            model_version=c.model_version,
+            group_id=c.group_id,
+            topic=c.topic,
+            partition=window.partition,
+            window=window.snapshot(),
+            worker_id=c.worker_id,
+            n=n,
             outliers=self.outliers,
-            expected=self.n * self.p0,
+            expected=n * self.p0,
             critical_count=self.critical,
-            p_value=tail_probability(self.outliers, self.n, self.p0),
-            top_moved_centroids=self._moved_centroids(),
+            p_value=tail_probability(self.outliers, n, self.p0),
+            thresholds=self.thresholds,
+            top_moved_centroids=self._moved_centroids(n),
             outlier_sample=list(self._sample),
-            model_version=self.model_version,
-            consecutive_windows=self._streak.consecutive,
-            recommendation=self._streak.recommendation(),
+            consecutive_windows=consecutive,
+            recommendation=self._streak.recommendation(consecutive),
             created_at=self._clock(),
         )
 
-    def _moved_centroids(self) -> list[MovedCentroid]:
+    def _moved_centroids(self, n: int) -> list[MovedCentroid]:
         """Centroids with the largest positive Pearson residual (count - expected) / sqrt(expected)."""
         ref = self.reference_centroid_share
         scored = []
         for centroid, count in self._centroids.items():
             share = ref[centroid] if 0 <= centroid < len(ref) else 0.0
-            expected = self.n * share
+            expected = n * share
             # A centroid never seen in calibration: floor the denominator so it ranks high but finite.
             residual = (count - expected) / sqrt(max(expected, 0.5))
             if residual > 0:
@@ -153,7 +217,7 @@ class OutlierRateDetector:
                 centroid=centroid,
                 count=count,
                 expected_count=expected,
-                share=count / self.n,
+                share=count / n,
                 reference_share=min(1.0, share),
             )
             for _, centroid, count, expected, share in scored[:TOP_MOVED]

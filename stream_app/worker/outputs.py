@@ -1,0 +1,80 @@
+"""Output records of one input: the ``categories`` message or the dead letter, as bytes ready to send.
+
+Contract: every `Output` built here serializes to at most ``max_output_bytes`` (STREAM_MAX_OUTPUT_BYTES):
+a categories message is small by construction (ProductEvent bounds the product id; a few categories),
+and is checked anyway; a dead letter cuts its copies of key and value to fit (`dead_letters`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from stream_app import metrics
+from stream_app.core.pipeline import Prediction
+from stream_app.messages import CategorizedProduct, CategoryOut, DriftOut, ProductEvent, SourceRef
+from stream_app.worker.dead_letters import Rejected, dead_letter, dlq_key, output_too_large
+from stream_app.worker.record import Record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    output: str
+    drift: str
+    dlq: str
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to send. ``origin`` is the input's event time (or broker timestamp) for the latency metric."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    what: str  # "categories", "dead_letter:<reason>" or "alert:<type>": for logs and fallbacks
+    origin: float | None = None
+
+
+class OutputBuilder:
+    def __init__(self, model_version: str, topics: Topics, max_output_bytes: int) -> None:
+        self.model_version = model_version
+        self.topics = topics
+        self.max_output_bytes = max_output_bytes
+
+    def categorized(self, record: Record, event: ProductEvent, prediction: Prediction) -> Output:
+        """The ``categories`` record; raises ValueError when it cannot be built (e.g. NaN scores)."""
+        drift = prediction.drift
+        message = CategorizedProduct(
+            product_id=event.product_id,
+            categories=[CategoryOut(name=c.name, score=float(c.score)) for c in prediction.categories],
+            top_category=prediction.top_category,
+            model_version=self.model_version,
+            drift=DriftOut(distance=float(drift.distance), nearest_centroid=int(drift.nearest_centroid),
+                           outlier=bool(drift.outlier)),
+            event_time=event.event_time,
+            processed_at=datetime.now(UTC),
+            source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
+        )
+        value = message.model_dump_json().encode("utf-8")
+        if len(value) > self.max_output_bytes:
+            raise ValueError(f"categories record is {len(value)} bytes, over STREAM_MAX_OUTPUT_BYTES")
+        metrics.DRIFT_DISTANCE.observe(float(drift.distance))
+        origin = event.event_time.timestamp() if event.event_time is not None else record.timestamp
+        return Output(self.topics.output, event.key, value, "categories", origin)
+
+    def dead_letter(self, record: Record, rejected: Rejected, max_bytes: int | None = None) -> Output:
+        letter = dead_letter(record.key, record.value, rejected, record.topic, record.partition, record.offset,
+                             max_bytes=max_bytes or self.max_output_bytes)
+        metrics.DEAD_LETTERS.labels(reason=rejected.reason.value).inc()
+        log.info("dead letter %s:%d@%d reason=%s %s", record.topic, record.partition, record.offset,
+                 rejected.reason.value, rejected.detail[:200])
+        return Output(self.topics.dlq, dlq_key(record.key), letter.model_dump_json().encode("utf-8"),
+                      f"dead_letter:{rejected.reason.value}")
+
+    def refused(self, record: Record, output: Output, error: BaseException, max_bytes: int) -> Output:
+        """A small dead letter replacing an output that the producer or the broker refused as too large."""
+        detail = f"{output.what} record of {len(output.value)} bytes refused as too large: {error}"
+        return self.dead_letter(record, output_too_large(detail), max_bytes)

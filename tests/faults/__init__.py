@@ -1,0 +1,1 @@
+"""Fault injection for the real worker process (see ``tests.faults.launcher``)."""
