@@ -7,13 +7,14 @@ BROKER_PORT ?= 9092
 BUNDLE ?= models/default
 export DATASETS_DIR
 
-.PHONY: help venv model model-quick run test bench bench-model soak broker broker-stop lint clean
+.PHONY: help venv model model-quick run test bench bench-profile bench-model soak broker broker-stop lint clean
 
 help:
 	@echo "make run      - end to end demo: broker, bundle (quick if models/default is missing), worker, replay"
 	@echo "make test     - install, start the broker, run pytest, stop the broker"
 	@echo "make model    - fine-tune the default bundle from the Elo7 catalog into models/default/"
-	@echo "make bench    - benchmarks (model-only vs end to end vs naive PyTorch loop)"
+	@echo "make bench    - benchmarks: model-only vs end to end, latency, fetch wait, cores, naive loop (BENCH_ARGS=...)"
+	@echo "make bench-profile - py-spy profile of the worker during a throughput run (PROFILE_ARGS=...)"
 	@echo "make bench-model - the bundle's INT8 graph vs the plain encoder INT8, side by side"
 	@echo "make soak     - soak: worker RSS over 1M products, then a flood of ~900 KB messages (SOAK_ARGS=...)"
 	@echo "make broker / broker-stop - local Tansu broker on 127.0.0.1:$(BROKER_PORT)"
@@ -51,7 +52,12 @@ test: venv
 
 bench: venv
 	$(PY) -m stream_app.broker start --port $(BROKER_PORT)
-	$(PY) -m benchmarks.run --bundle $(BUNDLE) --broker 127.0.0.1:$(BROKER_PORT); \
+	$(PY) -m benchmarks.run --bundle $(BUNDLE) --broker 127.0.0.1:$(BROKER_PORT) $(BENCH_ARGS); \
+	  status=$$?; $(PY) -m stream_app.broker stop --port $(BROKER_PORT); exit $$status
+
+bench-profile: venv
+	$(PY) -m stream_app.broker start --port $(BROKER_PORT)
+	$(PY) -m benchmarks.profile_worker --bundle $(BUNDLE) --broker 127.0.0.1:$(BROKER_PORT) $(PROFILE_ARGS); \
 	  status=$$?; $(PY) -m stream_app.broker stop --port $(BROKER_PORT); exit $$status
 
 soak: venv

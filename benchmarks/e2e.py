@@ -8,9 +8,14 @@ Contract:
   starts when the first micro-batch has been received (the receive time of the ``micro_batch``-th
   output, ``micro_batch`` = the worker's STREAM_BATCH_SIZE, whose outputs arrive in one burst) and
   the count is the outputs after it: ``(n - b) / (t[n-1] - t[b-1])``.
-* `measure_latency(...)` produces fresh events at ``rate`` per second for ``duration`` s with
-  ``event_time`` = send time (epoch ms) and returns percentiles of receive time - send time (what a
-  downstream consumer sees) and of ``processed_at - event_time`` (what the worker stamps).
+* `measure_latency(...)` produces fresh events (keys ``<prefix>-<i>``) at ``rate`` per second for
+  ``duration`` s with ``event_time`` = send time (epoch ms) and returns p50/p90/p99 of receive time -
+  send time (what a downstream consumer sees) and of ``processed_at - event_time`` (the worker's own
+  share: from the send to the worker's stamp, before its publish and the broker's ack).
+* `measure_idle_cpu(worker, seconds)`: the worker's CPU seconds over ``seconds`` without traffic
+  (``/proc/PID/stat``), once everything sent so far has been answered.
+* `measure_backlog(...)`: warm workers (already holding their partitions) get ``n`` products at once;
+  texts/s from the first output to the n-th: the throughput of a configuration without start-up.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 from confluent_kafka import KafkaError, Producer
 
 from benchmarks.data import Product, event_bytes
-from benchmarks.worker import BenchmarkError, OutputCollector, WorkerProcess
+from benchmarks.worker import BenchmarkError, OutputCollector, WorkerProcess, cpu_seconds
 from stream_app.kafka.config import client_config, producer_config
 from stream_app.tools.produce import TokenBucket
 
@@ -96,10 +101,13 @@ class LatencyResult:
     sent: int
     received: int
     receive_p50_ms: float  # receive time - send time
+    receive_p90_ms: float
     receive_p99_ms: float
     receive_max_ms: float
     processed_p50_ms: float  # processed_at - event_time (worker's own stamp)
+    processed_p90_ms: float
     processed_p99_ms: float
+    fraction_of_max: float | None = None  # rate / the measured maximum (end-to-end throughput)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,8 +119,9 @@ def _ms(values: list[float], q: float) -> float:
 
 def measure_latency(broker: str, topic: str, collector: OutputCollector, worker: WorkerProcess,
                     products: Sequence[Product], rate: float, duration: float,
-                    drain_timeout: float = 60.0) -> LatencyResult:
-    """Paced production of fresh keys (``lat-<i>``) while the collector records receive times."""
+                    drain_timeout: float = 60.0, prefix: str = "lat",
+                    fraction_of_max: float | None = None) -> LatencyResult:
+    """Paced production of fresh keys (``<prefix>-<i>``) while the collector records receive times."""
     # linger.ms=0: the producer must not add its own batching delay to the latency under test.
     producer = _producer(broker, **{"linger.ms": 0})
     bucket = TokenBucket(rate)
@@ -128,7 +137,7 @@ def measure_latency(broker: str, topic: str, collector: OutputCollector, worker:
     while time.monotonic() - start < duration:
         bucket.acquire()
         product = products[i % len(products)]
-        key = f"lat-{i}"
+        key = f"{prefix}-{i}"
         now = time.time()
         producer.produce(topic, key=key.encode(), on_delivery=on_delivery,
                          value=event_bytes(product, product_id=key, event_time_ms=int(now * 1000)))
@@ -157,8 +166,52 @@ def measure_latency(broker: str, topic: str, collector: OutputCollector, worker:
         sent=len(sent),
         received=len(receive_ms),
         receive_p50_ms=_ms(receive_ms, 50),
+        receive_p90_ms=_ms(receive_ms, 90),
         receive_p99_ms=_ms(receive_ms, 99),
         receive_max_ms=max(receive_ms) if receive_ms else float("nan"),
         processed_p50_ms=_ms(processed_ms, 50),
+        processed_p90_ms=_ms(processed_ms, 90),
         processed_p99_ms=_ms(processed_ms, 99),
+        fraction_of_max=fraction_of_max,
     )
+
+
+def measure_idle_cpu(workers: Sequence[WorkerProcess], seconds: float = 10.0) -> dict[str, float]:
+    """CPU seconds the workers used over ``seconds`` of wall time with no input (call it once they are idle).
+
+    ``cpu_s`` is the total over the workers; ``core_share`` = cpu_s / seconds (1.0 = one core busy).
+    """
+    before = [cpu_seconds(w.pid) for w in workers]
+    start = time.monotonic()
+    time.sleep(seconds)
+    for worker in workers:
+        worker.check_alive()
+    after = [cpu_seconds(w.pid) for w in workers]
+    wall = time.monotonic() - start
+    used = sum(a - b for a, b in zip(after, before, strict=True))
+    return {"seconds": wall, "cpu_s": used, "core_share": used / wall}
+
+
+def measure_backlog(broker: str, topic: str, collector: OutputCollector, workers: Sequence[WorkerProcess],
+                    products: Sequence[Product], timeout: float) -> dict[str, float]:
+    """Produce ``products`` at once to warm workers; texts/s from their first output to the last.
+
+    The clock starts at the first output of these products, so it leaves out only the first batch's
+    wait for the model (one micro-batch of ``len(products)``): no start-up, no group join.
+    """
+    known = collector.count()
+    started = time.time()
+    preproduce(broker, topic, products)
+    target = known + len(products)
+    deadline = time.monotonic() + timeout
+    while collector.count() < target:
+        for worker in workers:
+            worker.check_alive()
+        if time.monotonic() > deadline:
+            raise BenchmarkError(f"only {collector.count() - known} of {len(products)} outputs in {timeout:.0f} s")
+        time.sleep(0.05)
+    wanted = {p.product_id.encode() for p in products}
+    times = sorted(t for k, t in collector.snapshot().items() if k in wanted)
+    span = times[-1] - times[0]
+    return {"messages": len(products), "tps": (len(times) - 1) / span if span > 0 else float("nan"),
+            "seconds": span, "first_output_s": times[0] - started}

@@ -13,7 +13,8 @@ bundle or the machine is slow. This command times, in alternating rounds on the 
 * ``bundle``: the bundle's INT8 graph (encoder + head + TF-IDF branch), what the worker runs;
 * ``plain``: the bundle's base encoder alone, mean-pooled, exported and quantized the same way
   (INT8 per-channel MatMuls), built once into .cache/bench/ (needs the build extras: torch);
-* ``tfidf``: the bundle's TF-IDF branch alone (cut out of the bundle graph), its share of the cost;
+* ``tfidf``: the bundle's TF-IDF branch alone (cut out of the bundle graph), its share of the cost
+  (the branch alone's time over the bundle's, on the same batches);
 * a 2048x2048 float32 matmul, as a machine-speed probe.
 
 It prints the median round of each and the ratios. Nothing is asserted.
@@ -80,16 +81,20 @@ def plain_encoder_graph(encoder_dir: Path) -> Path:
 
 
 def tfidf_only_graph(bundle: Bundle) -> Path | None:
-    """The bundle graph cut down to input_ids -> TF-IDF margins (None when the bundle has no branch)."""
+    """The bundle graph cut down to its inputs -> TF-IDF margins (None when the bundle has no branch).
+
+    The branch reads input_ids and attention_mask (bundles before the gather-based branch: input_ids
+    only, through a TfIdfVectorizer node named tfidf_counts)."""
     import onnx
 
-    names = {n.name for n in onnx.load(str(bundle.model_path), load_external_data=False).graph.node}
-    if "tfidf_counts" not in names:
+    graph = onnx.load(str(bundle.model_path), load_external_data=False).graph
+    if "tfidf_margins" not in {o for n in graph.node for o in n.output}:
         return None
+    inputs = ["input_ids"] if "tfidf_counts" in {n.name for n in graph.node} else ["input_ids", "attention_mask"]
     CACHE.mkdir(parents=True, exist_ok=True)
     out = CACHE / f"tfidf-{bundle.version}.onnx"
     if not out.is_file():
-        onnx.utils.extract_model(str(bundle.model_path), str(out), ["input_ids"], ["tfidf_margins"])
+        onnx.utils.extract_model(str(bundle.model_path), str(out), inputs, ["tfidf_margins"])
     return out
 
 

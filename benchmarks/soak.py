@@ -18,11 +18,12 @@ the end (also on errors, Ctrl-C and SIGTERM). Three phases, one worker process:
    or a missing title, alternately), so the dead-letter path is soaked too. They are produced in
    chunks that keep at most ``--ahead`` messages not yet accounted for: the worker always has a
    backlog, and this process never holds the run in memory (Tansu keeps every message it is sent:
-   ~0.2 KB per input plus ~0.5 KB per output, about 0.7 GB for a million).
+   its RSS grew ~1.7 KB per message, input and output together, in a short run: ~1.7 GB a million).
 2. **flood**: ``--flood`` messages of ``--flood-bytes`` (~900 KB, under the worker's default
-   STREAM_MAX_MESSAGE_BYTES of 1,000,000): valid products whose title (even ones) or description
-   (odd ones) is that much real Elo7 text, and every 10th one invalid at that size (invalid JSON /
-   no title, alternately), each followed by ``--flood-interleave`` normal products. They are
+   STREAM_MAX_MESSAGE_BYTES of 1,000,000): valid JSON products whose title or description is that
+   much real Elo7 text, or that stay within the input schema's limits and carry the rest in a
+   field the worker ignores (the three in turn), every 10th one invalid at that size (invalid
+   JSON / no title, alternately), each followed by ``--flood-interleave`` normal products. They are
    produced as fast as the broker takes them (the producer's own queue is capped at 64 MB), so the
    worker faces a backlog of large messages: the case a bound in messages instead of bytes fails.
 3. **settle**: ``--settle`` seconds (10) without input, still sampled: does RSS come back down?
@@ -36,7 +37,8 @@ group); the offsets are kept in one bit array per partition, so the check costs 
 Figures: start RSS (first sample once ``--warmup`` messages are accounted for), peak and end RSS of
 the steady phase, the least-squares slope of RSS against messages accounted for over the steady
 part (after the first 10% of ``--messages``) in MB per 100k messages, the flood's peak RSS and its
-rise over the steady peak, and the messages/s of each phase. MB here = MiB (2^20 bytes).
+rise over the steady peak (the flood's VmHWM counts when it tops the steady one, so a peak between
+two samples is not missed), and the messages/s of each phase. MB here = MiB (2^20 bytes).
 
 Checks: every delivered message accounted for (none lost), the worker alive throughout with the
 same pid (and the same process start time), its exit code after SIGTERM. One JSON file
@@ -82,6 +84,11 @@ from stream_app.kafka.admin import create_topics
 from stream_app.kafka.config import client_config, consumer_config, producer_config
 from stream_app.settings import Settings
 
+try:  # the input schema's cap on a description (older trees have none: 100,000 characters is plenty)
+    from stream_app.messages import MAX_DESCRIPTION_CHARS
+except ImportError:
+    MAX_DESCRIPTION_CHARS = 100_000
+
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 # The worker settings that bound its memory in bytes (stream_app/settings.py); recorded with each run.
@@ -119,7 +126,7 @@ class EventSource:
         self.flood_bytes = flood_bytes
         # ~flood_bytes of real text (titles and tags, repeated): sliced per message with a moving start.
         corpus = " ".join(f"{title} {tags}" for _, title, tags, _ in self.rows[:5000])
-        self._big = (corpus + " ") * (flood_bytes // max(1, len(corpus.encode())) + 2)
+        self._big = (corpus + " ") * (2 * flood_bytes // max(1, len(corpus)) + 2)  # >= 2 x flood_bytes chars
 
     def _next_row(self) -> tuple[str, tuple[int, str, str, str]]:
         row = self.rows[self.index % len(self.rows)]
@@ -142,16 +149,19 @@ class EventSource:
         return key.encode(), json.dumps(event, ensure_ascii=False).encode()
 
     def _text(self, nbytes: int, shift: int) -> str:
-        start = (shift * 7919) % (len(self._big) // 2)
-        text = self._big[start : start + nbytes]
+        start = (shift * 7919) % max(1, len(self._big) - nbytes)
+        text = self._big[start : start + nbytes]  # nbytes characters: at least nbytes bytes
         encoded = text.encode()[:nbytes]
         return encoded.decode(errors="ignore").strip()  # cut on a character boundary
 
     def large(self, j: int) -> tuple[bytes, bytes]:
-        """The ``j``-th flood message: ~``flood_bytes`` bytes of valid JSON, invalid when ``j % 10 == 9``.
+        """The ``j``-th flood message: ~``flood_bytes`` bytes of JSON, invalid when ``j % 10 == 9``.
 
-        Whether a valid one is categorized or dead-lettered is the worker's decision (its schema may
-        cap the length of a title or description): the reader reports the outcome of each.
+        The valid ones rotate: the whole size in the title, in the description, or a product within
+        the input schema's limits (description of MAX_DESCRIPTION_CHARS) carrying the rest in a field
+        the worker ignores (``details``), which must be categorized. Whether the first two are
+        categorized or dead-lettered is the worker's decision (its schema caps a title's and a
+        description's length): the reader reports the outcome of each.
         """
         key, (_, title, tags, created) = self._next_row()
         self.large_keys.add(key.encode())
@@ -166,10 +176,14 @@ class EventSource:
             # ~900 KB that is not JSON (an unterminated string)
             raw = json.dumps(event, ensure_ascii=False).encode()[:-1] + b', "description": "'
             return key.encode(), raw + self._text(self.flood_bytes - len(raw), j).encode()
-        if j % 2 == 0:
+        if j % 3 == 0:
             event["title"] = self._text(self.flood_bytes - overhead, j)
-        else:
+        elif j % 3 == 1:
             event["description"] = self._text(self.flood_bytes - overhead, j)
+        else:
+            room = self.flood_bytes - overhead - 16
+            event["description"] = self._text(min(MAX_DESCRIPTION_CHARS, room), j)[:MAX_DESCRIPTION_CHARS]
+            event["details"] = self._text(max(0, room - len(event["description"].encode())), j + 1)
         return key.encode(), json.dumps(event, ensure_ascii=False).encode()
 
 
@@ -685,7 +699,7 @@ def run(
                           f"at most {ahead:,} ahead of the worker")
             steady_events = ((*source.normal(), False) for _ in range(messages))
             phase = soak.run_phase("steady", steady_events, messages, ahead)
-            r["steady"] = asdict(phase) | steady_figures([s for s in soak.samples if s.phase == "steady"],
+            r["steady"] = {k: v for k, v in asdict(phase).items() if k != "extra"} | steady_figures([s for s in soak.samples if s.phase == "steady"],
                                                          messages, warmup)
             if flood:
                 stage = "flood"
@@ -695,10 +709,14 @@ def run(
                               f"normal ones ({total:,} messages)")
                 before = len(soak.samples)
                 phase = soak.run_phase("flood", flood_events(source, flood, flood_interleave), total, None)
-                r["flood"] = asdict(phase) | phase.extra
+                r["flood"] = asdict(phase)
+                r["flood"] |= r["flood"].pop("extra")
                 rss = [s for s in soak.samples[before:] if s.rss_mb is not None]
                 if rss:
                     peak = max(s.rss_mb for s in rss)
+                    # A peak between two samples still shows in VmHWM once it tops the steady phase's.
+                    if (rss[-1].hwm_mb or 0) > (r["steady"].get("hwm_mb") or float("inf")):
+                        peak = max(peak, rss[-1].hwm_mb)
                     r["flood"].update({"peak_rss_mb": peak, "end_rss_mb": rss[-1].rss_mb, "hwm_mb": rss[-1].hwm_mb,
                                        "rise_over_steady_peak_mb": peak - r["steady"].get("peak_rss_mb", peak)})
             if settle > 0:

@@ -8,6 +8,9 @@ Contract:
 * `WorkerProcess.start()` launches the worker in its own session; `stop()` sends SIGTERM, waits,
   then SIGKILLs; it is idempotent and safe in ``finally`` blocks. On Linux the worker is also
   killed if the benchmark process dies (PR_SET_PDEATHSIG), so no orphan keeps the cores busy.
+* `cpu_seconds(pid)` is the CPU time (user + system, all threads) the process used so far, from
+  ``/proc/PID/stat``; `assigned_partitions(port)` reads how many input partitions a worker holds
+  from its ``/readyz`` (None while it does not answer).
 * `OutputCollector` consumes a topic from the beginning on a background thread (``assign``, no
   group join) and records, for each distinct key, the wall-clock time (``time.time()``) its first
   record was received and that record's value. `close()` stops the thread and closes the consumer.
@@ -19,12 +22,15 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,13 +115,14 @@ class WorkerProcess:
 
     env: dict[str, str]
     log_path: Path
+    cwd: Path = ROOT  # another checkout of the repository runs that checkout's worker code
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = field(default=None, repr=False)
 
     def start(self) -> WorkerProcess:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_app", "worker"], cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "stream_app", "worker"], cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
         )
         return self
@@ -166,6 +173,33 @@ def process_memory_mb(pid: int) -> dict[str, float]:
         if name in ("VmRSS", "VmHWM"):
             out[name] = int(value.split()[0]) / 1024  # kB -> MiB
     return out
+
+
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU seconds of ``pid`` (every thread) so far, from /proc/PID/stat; with ``tid``, of
+    that thread only (/proc/PID/task/TID/stat; the main thread's tid is the pid)."""
+    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+_ASSIGNED = re.compile(r"(\d+) input partition")
+
+
+def assigned_partitions(port: int) -> int | None:
+    """Input partitions the worker on ``port`` holds (its /readyz detail); None when it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+            detail = json.loads(response.read()).get("detail", "")
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("detail", "")
+    except (OSError, ValueError):
+        return None
+    if "rebalancing" in detail:
+        return 0
+    match = _ASSIGNED.search(detail)
+    return int(match.group(1)) if match else 0
 
 
 class OutputCollector:

@@ -54,6 +54,10 @@ class BuildConfig:
     replace: bool = False
     torch_checkpoint: Path | None = None
     from_checkpoint: Path | None = None
+    # Retraining (export/retrain.py): start from these saved weights instead of the pretrained
+    # encoder, and record `lineage` (parent bundle, data sources) in the manifest's training section.
+    warm_start: Path | None = None
+    lineage: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -107,13 +111,17 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
         if config.from_checkpoint is not None:
             model, train_info = load_checkpoint(config.from_checkpoint, labels, config.max_tokens)
         else:
-            model = CategorizerModel.from_pretrained(encoder_dir, len(labels), lexical=config.lexical)
+            start = encoder_dir if config.warm_start is None else checkpoint_encoder(config.warm_start)
+            model = CategorizerModel.from_pretrained(start, len(labels), lexical=config.lexical)
+            warm = None if config.warm_start is None else warm_start(model, config.warm_start, labels, config.max_tokens)
             train_ids = [ids[i] for i in sides["train"]]
             trainer = train_frozen if config.train.mode == "frozen" else train_finetune
             # The transformer learns on top of the TF-IDF margins (out-of-fold, see fit_lexicon).
             offsets = None if lexicon is None or lexicon.out_of_fold is None else lexicon.out_of_fold * TRAINING_MARGIN_SCALE
             train_info = trainer(model, train_ids, targets[sides["train"]], config.train, progress, offsets)
             train_info["on_tfidf_margins"] = offsets is not None
+            if warm is not None:
+                train_info["warm_start"] = warm
         if config.torch_checkpoint is not None:
             save_checkpoint(model, encoder_dir, config.torch_checkpoint, labels, config.max_tokens,
                             {"config": asdict(config.train), "result": train_info})
@@ -216,6 +224,13 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
                 "label_counts": label_counts,
                 "split_sizes": summary["split_sizes"],
                 "seconds": timer.seconds,
+                # the recipe as asked for (retrain reads it back): encoder folder, k before its cap, ...
+                "encoder_dir": str(encoder_dir),
+                "k": config.k,
+                "tfidf": config.tfidf,
+                "keep_fp32": config.keep_fp32,
+                "torch_checkpoint": None if config.torch_checkpoint is None else str(config.torch_checkpoint.resolve()),
+                **config.lineage,
             },
         )
         manifest = finalize_manifest(staging, fields)
@@ -246,6 +261,47 @@ def load_checkpoint(folder: Path, labels: list[str], max_tokens: int):
         raise CatalogError(f"{folder / 'categorizer_head.pt'}: does not fit the model (missing {missing}, unexpected {unexpected})")
     model.eval()
     return model, {"from_checkpoint": str(folder.resolve()), **meta.get("training", {})}
+
+
+def checkpoint_encoder(folder: Path) -> Path:
+    """The encoder folder of a checkpoint saved by `save_checkpoint` (CatalogError naming what is missing)."""
+    if not (folder / "labels.json").is_file():
+        raise CatalogError(f"{folder}: not a checkpoint (no labels.json)")
+    if not (folder / "encoder" / "config.json").is_file():
+        raise CatalogError(f"{folder / 'encoder'}: the checkpoint has no encoder folder")
+    return folder / "encoder"
+
+
+def warm_start(model, folder: Path, labels: list[str], max_tokens: int) -> dict:
+    """Load a checkpoint's head into a model built on its encoder (`checkpoint_encoder`), before training.
+
+    The head (and the lexical branch) load row by row for the labels both know, so a catalog with a
+    new category still starts from the parent's weights; new labels keep a fresh row."""
+    import json
+
+    import torch
+
+    meta_path = folder / "labels.json"
+    meta = json.loads(meta_path.read_text())
+    if meta["max_tokens"] != max_tokens:
+        raise CatalogError(f"{meta_path}: checkpoint max_tokens {meta['max_tokens']} != {max_tokens}")
+    state = torch.load(folder / "categorizer_head.pt")
+    old = {label: i for i, label in enumerate(meta["labels"])}
+    shared = [(j, old[label]) for j, label in enumerate(labels) if label in old]
+    with torch.no_grad():
+        if shared:
+            new_rows, old_rows = (torch.tensor(x) for x in zip(*shared))
+            model.head.weight[new_rows] = state["head.weight"][old_rows]
+            model.head.bias[new_rows] = state["head.bias"][old_rows]
+        lexical = "off"
+        if model.lexical is not None and meta.get("lexical"):
+            if meta["labels"] == labels:
+                model.lexical.load_state_dict({k[len("lexical."):]: v for k, v in state.items() if k.startswith("lexical.")})
+                lexical = "loaded"
+            else:
+                lexical = "reinitialized (labels changed)"
+    return {"from": str(folder.resolve()), "labels_loaded": len(shared), "labels_new": len(labels) - len(shared),
+            "lexical": lexical}
 
 
 def save_checkpoint(model, encoder_dir: Path, folder: Path, labels: list[str], max_tokens: int, training: dict) -> None:

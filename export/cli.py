@@ -1,4 +1,5 @@
-"""`python -m export train | evaluate`: build and score bundles (timings: `make bench`)."""
+"""`python -m export train | evaluate | compare | retrain | promote | rollback | shadow | versions | drift-eval`:
+build, score and ship bundles (timings: `make bench`; lifecycle: README, Model lifecycle)."""
 
 from __future__ import annotations
 
@@ -205,6 +206,260 @@ def evaluate(
     if report["unknown_labels"]:
         print(f"labels unknown to the bundle (scored as misses): {report['unknown_labels']} "
               f"in {report['rows_with_unknown_label']} rows", file=sys.stderr)
+
+
+# --- model lifecycle: store (promote / rollback / shadow / versions), compare, retrain -------------
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def promote(
+    store: Path = typer.Option(..., help="bundle store directory (STREAM_BUNDLE_STORE of the workers)"),
+    version: Optional[str] = typer.Option(None, help="bundle_version to serve (already in the store, or the --from bundle's)"),
+    from_: Optional[Path] = typer.Option(None, "--from", help="bundle directory to copy into the store first"),
+) -> None:
+    """Serve a version: verify it (every checksum), then switch the store's pointer atomically."""
+    from stream_app.core.store import BundleStore, StoreError
+
+    if version is None and from_ is None:
+        raise typer.BadParameter("give --version, --from, or both")
+    bundle_store = BundleStore(store)
+    try:
+        if from_ is not None:
+            added = bundle_store.add(from_)
+            if version is not None and version != added:
+                _fail(f"--version {version} but {from_} holds bundle_version {added}")
+            version = added
+        before = bundle_store.serving_version()
+        pointer = bundle_store.promote(version)
+    except StoreError as exc:
+        _fail(str(exc))
+    if before == pointer.version:
+        print(f"{pointer.version} already serving in {store} (nothing changed)")
+    else:
+        print(f"serving {pointer.version} in {store} (previous: {before or 'none'}; pointer {bundle_store.serving_file})")
+
+
+@app.command()
+def rollback(store: Path = typer.Option(..., help="bundle store directory")) -> None:
+    """Serve the previous version again (verified first)."""
+    from stream_app.core.store import BundleStore, StoreError
+
+    bundle_store = BundleStore(store)
+    try:
+        before = bundle_store.serving_version()
+        pointer = bundle_store.rollback()
+    except StoreError as exc:
+        _fail(str(exc))
+    print(f"rolled back {before} -> {pointer.version} in {store}")
+
+
+@app.command()
+def shadow(
+    store: Path = typer.Option(..., help="bundle store directory"),
+    version: Optional[str] = typer.Option(None, help="version to run beside the serving one"),
+    from_: Optional[Path] = typer.Option(None, "--from", help="bundle directory to copy into the store first"),
+    clear: bool = typer.Option(False, "--clear", help="remove the shadow pointer"),
+) -> None:
+    """Name (or clear) a shadow version: a candidate the workers may score beside the serving one."""
+    from stream_app.core.store import BundleStore, StoreError
+
+    if clear == (version is not None or from_ is not None):
+        raise typer.BadParameter("give --version/--from, or --clear")
+    bundle_store = BundleStore(store)
+    try:
+        if clear:
+            print(f"shadow cleared in {store}" if bundle_store.clear_shadow() else f"no shadow was set in {store}")
+            return
+        if from_ is not None:
+            added = bundle_store.add(from_)
+            if version is not None and version != added:
+                _fail(f"--version {version} but {from_} holds bundle_version {added}")
+            version = added
+        result = bundle_store.set_shadow(version)
+    except StoreError as exc:
+        _fail(str(exc))
+    print(f"shadow {result.version} in {store} (serving: {bundle_store.serving_version() or 'none'})")
+
+
+@app.command()
+def versions(
+    store: Path = typer.Option(..., help="bundle store directory"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """List the store: versions, the serving one and its history, the shadow."""
+    from stream_app.core.store import BundleStore, StoreError
+
+    try:
+        status = BundleStore(store).status()
+    except StoreError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(status))
+        return
+    serving = status["serving"] or {}
+    for v in status["versions"]:
+        mark = "serving" if v == serving.get("version") else "shadow" if v == status["shadow"] else \
+            "previous" if v in serving.get("previous", []) else ""
+        print(f"{v}  {mark}")
+    print(f"serving {serving.get('version')} (since {serving.get('promoted_at')}, previous {serving.get('previous')}); "
+          f"shadow {status['shadow']}")
+
+
+@app.command()
+def compare(
+    a: Path = typer.Argument(..., help="bundle A (the serving one)"),
+    b: Path = typer.Argument(..., help="bundle B (the candidate)"),
+    data: Path = typer.Option(..., help="labelled catalog to score both on"),
+    split: str = typer.Option("test", help="test (rows on the test side of both bundles' product-id split) or all"),
+    text_column: Optional[list[str]] = typer.Option(None, help="FIELD=COLUMN overrides of the bundles' mapping"),
+    label_column: Optional[str] = typer.Option(None, help="override: single-label column"),
+    labels_column: Optional[str] = typer.Option(None, help="override: multi-label column"),
+    label_delimiter: str = typer.Option("|"),
+    hierarchy: Optional[str] = typer.Option(None, help="override: hierarchy columns"),
+    resamples: int = typer.Option(1000, min=0, help="paired bootstrap resamples (by product)"),
+    speed_rounds: int = typer.Option(3, min=0, help="timed passes per bundle, alternating (0: skip the speed figure)"),
+    threads: int = typer.Option(2, min=1, help="onnxruntime threads per bundle"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Score bundles A and B on the same rows, side by side, and say whether B should replace A."""
+    from export.catalog import CatalogError
+    from export.compare import compare_bundles
+    from stream_app.core.bundle import BundleError
+
+    overrides = label_column or labels_column or hierarchy
+    try:
+        report = compare_bundles(
+            a, b, data, split, text_columns=_mapping(text_column, {}, "--text-column") or None,
+            label_spec=_label_spec(label_column, labels_column, label_delimiter, hierarchy) if overrides else None,
+            resamples=resamples, speed_rounds=speed_rounds, threads=threads)
+    except (ValueError, BundleError, FileNotFoundError, CatalogError) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return
+    sides = report["a"], report["b"]
+    table = Table(title=f"A {sides[0]['bundle_version']} vs B {sides[1]['bundle_version']} on {data} "
+                        f"({report['split']}, {report['rows']} rows)")
+    for col in ("", "A", "B"):
+        table.add_column(col)
+
+    def speed(s: dict) -> str:
+        return "-" if s["texts_per_second"] is None else f"{s['texts_per_second']:.0f}"
+
+    rows = [("accuracy", lambda s: f"{s['accuracy']:.4f}"), ("macro-F1", lambda s: f"{s['macro_f1']:.4f}"),
+            ("micro-F1", lambda s: f"{s['micro_f1']:.4f}"), ("tau", lambda s: f"{s['drift']['tau']:.3f}"),
+            ("outlier rate (expected)", lambda s: f"{s['drift']['outlier_rate']:.4f} ({s['drift']['expected_outlier_rate']:.4f})"
+             + (" stale" if s["drift"]["stale"] else "")),
+            ("bundle MB", lambda s: f"{s['size_bytes'] / 1e6:.1f}"), ("texts/s", speed)]
+    for name, cell in rows:
+        table.add_row(name, cell(sides[0]), cell(sides[1]))
+    for label, m in report["per_category"].items():
+        table.add_row(f"F1 {label} ({m['support']})", "-" if m["a_f1"] is None else f"{m['a_f1']:.3f}",
+                      "-" if m["b_f1"] is None else f"{m['b_f1']:.3f}")
+    Console().print(table)
+    d = report["macro_f1_difference"]
+    if d["ci95"]:
+        print(f"macro-F1 B - A {d['difference']:+.4f}, 95% interval [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] "
+              f"(paired bootstrap by {d['grouped_by']}, {d['resamples']} resamples; B not better in {d['share_b_not_better']:.1%})")
+    print(f"rule: {report['rule']}")
+    print(f"verdict: {report['verdict'].upper()}: {report['reason']}")
+
+
+@app.command()
+def retrain(
+    from_: Path = typer.Option(..., "--from", help="the serving bundle: its manifest gives the recipe"),
+    data: list[Path] = typer.Option(..., help="new labelled catalog (.parquet, .csv, .jsonl), repeatable"),
+    out: Path = typer.Option(..., help="candidate bundle directory to create"),
+    sample: Optional[int] = typer.Option(None, min=10, help="use a seeded random sample of this many rows of the union"),
+    mode: Optional[str] = typer.Option(None, help="override the recipe's mode (finetune or frozen)"),
+    epochs: Optional[int] = typer.Option(None, min=1, help="override the recipe's epochs"),
+    encoder: Optional[str] = typer.Option(None, help="base encoder folder, when the parent's is not the default"),
+    torch_checkpoint: Optional[Path] = typer.Option(None, help="the parent's PyTorch weights to warm-start from "
+                                                    "(saved by train --torch-checkpoint); default: the folder recorded "
+                                                    "in its manifest, or BUNDLE-torch beside it"),
+    warm_start: bool = typer.Option(True, "--warm-start/--no-warm-start", help="start from the parent's weights when found"),
+    save_checkpoint: Optional[Path] = typer.Option(None, help="save the candidate's PyTorch weights here (for the next retrain)"),
+    catalog_out: Optional[Path] = typer.Option(None, help="where the union catalog goes (default OUT-catalog.parquet)"),
+    text_column: Optional[list[str]] = typer.Option(None, help="FIELD=COLUMN of the new files, when they differ from the parent's"),
+    label_column: Optional[str] = typer.Option(None, help="label column of the new files, when it differs from the parent's"),
+    parent_data: bool = typer.Option(True, "--parent-data/--no-parent-data", help="include the parent's training rows"),
+    replace: bool = typer.Option(False, help="replace an existing bundle at --out"),
+) -> None:
+    """Train a candidate with the serving bundle's recipe on its data plus new labelled rows."""
+    from export.retrain import retrain as run_retrain
+    from stream_app.core.bundle import BundleError
+
+    if mode is not None and mode not in ("finetune", "frozen"):
+        raise typer.BadParameter(f"{mode!r}: use finetune or frozen", param_hint="--mode")
+    progress, hook = _progress()
+    started = time.perf_counter()
+    try:
+        with progress:
+            done = run_retrain(from_, list(data), out, sample=sample, mode=mode, epochs=epochs, encoder=encoder,
+                               torch_checkpoint=torch_checkpoint, warm=warm_start, save_checkpoint=save_checkpoint,
+                               catalog=catalog_out, text_columns=_mapping(text_column, {}, "--text-column") or None,
+                               label_column=label_column, include_parent=parent_data, replace=replace, progress=hook)
+    except (ValueError, BundleError, FileExistsError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    _print_summary(done.result.summary, done.result.manifest.bundle_version, out, time.perf_counter() - started)
+    parent = done.result.manifest.training["parent"]
+    print(f"candidate {done.result.manifest.bundle_version} from parent {parent['bundle_version']}; "
+          f"warm start: {done.warm_start_note}; union catalog {done.catalog}")
+    for source in done.sources:
+        print(f"  {source['role']}: {source['file']} ({source['rows']} rows)")
+
+
+@app.command("drift-eval")
+def drift_eval(
+    data: Path = typer.Option(DATASETS_DIR / "elo7/products.parquet", help="the catalog (Elo7: single-label 'category' column)"),
+    leave_out: Optional[list[str]] = typer.Option(None, help="category left out of training, repeatable "
+                                                  "(default: Bijuterias e Jóias)"),
+    shares: str = typer.Option("0.02,0.05,0.10,0.25", help="shares of left-out products in the stream after the onset"),
+    sample: Optional[int] = typer.Option(None, min=100, help="train the bundle on a seeded sample of this many kept rows "
+                                         "(default: all of them; smaller is faster but calibrates tau on fewer rows)"),
+    replays: int = typer.Option(200, min=1, help="shuffled replays per share"),
+    horizon: int = typer.Option(50_000, min=100, help="messages after the onset a replay waits for an alert"),
+    fa_streams: int = typer.Option(200, min=1, help="in-distribution streams for the false-alarm count"),
+    fa_length: int = typer.Option(100_000, min=1000, help="messages per false-alarm stream"),
+    window: int = typer.Option(500, min=10, help="W of the window tests (STREAM_DRIFT_WINDOW)"),
+    cusum_shift: Optional[float] = typer.Option(None, help="CUSUM p1 / p0 (default: cusum.DEFAULT_SHIFT)"),
+    cusum_guard: Optional[float] = typer.Option(None, help="CUSUM: calibrate h at this multiple of p0 (default: cusum.DEFAULT_GUARD)"),
+    cusum_arl: Optional[float] = typer.Option(None, help="CUSUM: in-control run length to reach (default: cusum.DEFAULT_TARGET_ARL)"),
+    seed: int = typer.Option(0, help="seed of the replays"),
+    bundle: Optional[Path] = typer.Option(None, help="skip training: a bundle built without the (single) --leave-out category"),
+    rebuild: bool = typer.Option(False, help="rebuild the cached leave-out bundle"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Semantic drift, measured: messages until the first drift alert when a category the model never saw arrives."""
+    from export.drift_eval import DEFAULT_LEAVE_OUT, DetectorSettings, run
+    from stream_app.core.bundle import BundleError
+
+    try:
+        share_list = [float(x) for x in shares.split(",") if x.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"{shares!r}: comma-separated numbers", param_hint="--shares") from exc
+    if not share_list or not all(0 < x <= 1 for x in share_list):
+        raise typer.BadParameter(f"{shares!r}: shares must be in (0, 1]", param_hint="--shares")
+    settings = DetectorSettings(window=window, cusum_shift=cusum_shift, cusum_guard=cusum_guard, cusum_arl=cusum_arl)
+    progress, hook = _progress()
+    try:
+        with progress:
+            report = run(data, leave_out or list(DEFAULT_LEAVE_OUT[:1]), share_list, sample, settings, replays, horizon,
+                         fa_streams, fa_length, seed, bundle, rebuild, hook)
+    except (ValueError, BundleError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False))
+        return
+    from export.drift_eval import render_markdown
+
+    print(render_markdown(report))
 
 
 def main() -> None:

@@ -8,8 +8,11 @@ The baseline is always trained on the bundle's train split of its training catal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 
 from export.baseline import TfidfBaseline
 from export.catalog import CatalogError, Examples, LabelSpec, load_examples, read_table
@@ -22,8 +25,8 @@ from stream_app.core.drift.false_alarms import simulate_false_alarms
 from stream_app.core.pipeline import Pipeline
 
 
-def training_examples(bundle: Bundle) -> tuple[Examples, dict[str, list[int]]]:
-    """The bundle's training catalog, re-read and re-split exactly as at build time."""
+def training_frame(bundle: Bundle) -> tuple[Path, pd.DataFrame]:
+    """(path, rows) of the bundle's training catalog, checked unchanged and sampled exactly as at build time."""
     info = bundle.manifest.training
     data = Path(info["data"])
     if not data.is_file():
@@ -31,8 +34,15 @@ def training_examples(bundle: Bundle) -> tuple[Examples, dict[str, list[int]]]:
     if sha256_file(data) != info["data_sha256"]:
         raise CatalogError(f"{data}: changed since the bundle was built (sha256 differs); its splits no longer hold")
     frame = read_table(data)
-    if info.get("sample"):
+    if info.get("sample") and info["sample"] < len(frame):
         frame = frame.sample(n=info["sample"], random_state=info["config"]["seed"]).reset_index(drop=True)
+    return data, frame
+
+
+def training_examples(bundle: Bundle) -> tuple[Examples, dict[str, list[int]]]:
+    """The bundle's training catalog, re-read and re-split exactly as at build time."""
+    info = bundle.manifest.training
+    data, frame = training_frame(bundle)
     examples = load_examples(data, bundle.manifest.text_columns, bundle.manifest.text,
                              LabelSpec.from_dict(info["label_spec"]), info["id_column"], frame=frame)
     return examples, split_indices(examples.ids, SplitSpec(**info["split"]))
@@ -63,23 +73,14 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
         if use_test:
             examples = examples.subset(split_indices(examples.ids, SplitSpec(**info["split"]))["test"])
 
-    pipeline = Pipeline(bundle, threads=threads)
-    output = pipeline.run(examples.texts)
-    probs = output.probabilities
-    tops = probs.argmax(1)
-    decisions = decision_matrix(probs, manifest.thresholds)
-    report = score(manifest.labels, decisions, tops, examples.label_sets)
-    distances, _ = pipeline.centroids.search(output.embeddings)
-    outliers = distances > manifest.drift.tau
+    scored = score_rows(Pipeline(bundle, threads=threads), examples)
+    report, decisions, tops, outliers = scored.report, scored.decisions, scored.tops, scored.outliers
     report.update({
-        "bundle_version": manifest.bundle_version,
         "data": str(data),
         "split": "test" if use_test else "all",
         "rows_skipped": examples.skipped,
-        "outlier_rate": float(outliers.mean()) if len(distances) else 0.0,
-        "expected_outlier_rate": manifest.drift.expected_outlier_rate,
     })
-    if use_test and len(distances) >= DEFAULT_WINDOW:
+    if use_test and len(outliers) >= DEFAULT_WINDOW:
         # Held-out in-distribution rows, resampled into a 1M-message stream through the default detectors.
         alarms = simulate_false_alarms(outliers, tops, DEFAULT_WINDOW, manifest.drift.expected_outlier_rate,
                                        category_share=manifest.drift.category_share)
@@ -97,5 +98,32 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
     return report
 
 
+@dataclass
+class ScoredRows:
+    """One bundle's outputs on a set of rows: its report and the arrays paired comparisons need."""
 
-__all__ = ["evaluate_bundle", "training_examples"]
+    report: dict
+    decisions: np.ndarray  # bool [N, C], the thresholded decision in the bundle's label order
+    tops: np.ndarray  # int [N], top-1 label index
+    outliers: np.ndarray  # bool [N], drift distance > tau
+
+
+def score_rows(pipeline: Pipeline, examples: Examples) -> ScoredRows:
+    """Score a bundle's pipeline on labelled rows: metrics (`score`), outlier rate against its tau."""
+    manifest = pipeline.bundle.manifest
+    output = pipeline.run(examples.texts)
+    probs = output.probabilities
+    tops = probs.argmax(1)
+    decisions = decision_matrix(probs, manifest.thresholds)
+    report = score(manifest.labels, decisions, tops, examples.label_sets)
+    distances, _ = pipeline.centroids.search(output.embeddings)
+    outliers = distances > manifest.drift.tau
+    report.update({
+        "bundle_version": manifest.bundle_version,
+        "outlier_rate": float(outliers.mean()) if len(distances) else 0.0,
+        "expected_outlier_rate": manifest.drift.expected_outlier_rate,
+    })
+    return ScoredRows(report, decisions, tops, outliers)
+
+
+__all__ = ["ScoredRows", "evaluate_bundle", "score_rows", "training_examples", "training_frame"]

@@ -59,8 +59,8 @@ def export_core(model: CategorizerModel, path: Path) -> None:
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     """INT8 MatMuls (per-channel) except the TF-IDF margins, then fp16 lookup tables.
 
-    The TF-IDF MatMul stays fp32: its input is a sparse, L2-normalized row that dynamic activation
-    quantization would flatten, and its weights are a few MB at most.
+    The TF-IDF branch stays fp32 (its MatMul sums a few gathered weight rows per text; quantizing
+    it would only cost parity with scikit-learn).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -87,12 +87,14 @@ def halve_lookup_tables(path: Path, min_elements: int = 1_000_000) -> None:
     import onnx
     from onnx import helper, numpy_helper
 
+    from export.tfidf_branch import BRANCH_PREFIX
+
     model = onnx.load(str(path))
     graph = model.graph
     tables = {init.name: init for init in graph.initializer}
     for node in list(graph.node):
-        if node.op_type != "Gather" or node.input[0] not in tables:
-            continue
+        if node.op_type != "Gather" or node.input[0] not in tables or node.input[0].startswith(BRANCH_PREFIX):
+            continue  # the TF-IDF branch's tables stay fp32: parity with scikit-learn
         table = tables[node.input[0]]
         weights = numpy_helper.to_array(table)
         if weights.dtype != np.float32 or weights.size < min_elements:

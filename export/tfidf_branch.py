@@ -3,10 +3,14 @@
 Why: on keyword-heavy catalogs a linear model over n-grams is hard to beat (Elo7: TF-IDF + linear
 SVM 0.86 macro-F1, the fine-tuned MiniLM 0.84), and a late average of two separately served models
 gains nothing (shared/NOTES.md). Here the n-grams are those of the same WordPiece ids the
-transformer reads, so the graph keeps its two inputs and one runtime: ONNX's TfIdfVectorizer
-operator counts the n-grams and a few elementwise ops reproduce scikit-learn's sublinear tf, smooth
-idf and L2 row norm exactly. The transformer's logits and the linear margins add up, with one
-weight chosen on the validation split (`choose_weight`).
+transformer reads, so the graph keeps its two inputs and one runtime. In the graph the branch
+costs what the n-grams present cost (`branch_nodes`): their keys are looked up in a hash table
+(LabelEncoder), the rows of the SVM weights they hit are gathered (idf and the branch weight folded
+in at build time), and scikit-learn's sublinear tf, smooth idf and L2 row norm are reproduced
+exactly over those few positions; no [batch, vocabulary] tensor is ever made (ONNX's TfIdfVectorizer
+did that, and the dense elementwise ops after it cost 10-25% of the whole graph). The
+transformer's logits and the linear margins add up, with one weight chosen on the validation split
+(`choose_weight`).
 
 Contract:
 - `TokenTfidf.fit(ids)` learns the n-grams of 1..max_n ids that occur in at least min_df training
@@ -18,7 +22,8 @@ Contract:
   rows (grouped folds), which the transformer trains on top of (`export.model.joint_loss`).
 - `choose_branch(core, ...)`: the weight, chosen on the validation split from `WEIGHT_GRID`.
 - `attach(core, out, ...)`: takes an exported graph with outputs `embedding` and `logits` and
-  writes one with `embedding` and `probabilities = sigmoid(logits + weight * margins)`.
+  writes one with `embedding` and `probabilities = sigmoid(logits + weight * margins)`; the
+  branch's nodes and constants are all named `tfidf_*`, its output `tfidf_margins`.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ WEIGHT_GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0, 64.0)
 TRAINING_MARGIN_SCALE = 3.0
 OUT_OF_FOLD_FOLDS = 5
 TFIDF_CHECKPOINT_FILE = "tfidf_branch.pkl"  # beside a --torch-checkpoint, for the naive PyTorch benchmark
-MARGINS_MATMUL = "tfidf_margins_matmul"  # kept fp32 by the quantizer: it is tiny and sparse
+MARGINS_MATMUL = "tfidf_margins_matmul"  # kept fp32 by the quantizer: a few gathered rows per text
+BRANCH_PREFIX = "tfidf_"  # every node and constant of the branch (the quantizer leaves them fp32)
 
 
 class EmptyVocabularyError(ValueError):
@@ -168,10 +174,29 @@ def choose_weight(logits: np.ndarray, margins: np.ndarray, targets: np.ndarray,
     return best, scores
 
 
+def key_base(max_n: int) -> int:
+    """Base of the n-gram keys: keys of up to max_n digits (plus their offsets) fit in int64."""
+    return 2 ** min(31, 62 // max_n)
+
+
+def ngram_key(gram: Sequence[int], base: int) -> int:
+    """The int64 key the graph computes for an n-gram: digits id + 1 in `base`, offset by length.
+
+    A digit is 0 where the graph saw a position outside the text (padding, masked, or an id that
+    cannot be a digit), so such windows never match; the offset (the keys of all shorter grams)
+    keeps an n-gram with leading 0 digits from matching a shorter one.
+    """
+    key = 0
+    for token in gram:
+        key = key * base + int(token) + 1
+    return key + sum(base**m for m in range(1, len(gram)))
+
+
 def attach(core: Path, out: Path, tfidf: TokenTfidf | None, linear: LinearMargins | None, weight: float) -> None:
     """Write `out`: `core` (outputs embedding, logits) + TF-IDF margins + sigmoid -> probabilities.
 
     With weight 0 (or no branch) only the sigmoid is added, so the graph carries no dead weights.
+    The branch costs what the n-grams present cost, never [batch, features] (`branch_nodes`).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -183,40 +208,11 @@ def attach(core: Path, out: Path, tfidf: TokenTfidf | None, linear: LinearMargin
         raise ValueError(f"{core}: expected outputs embedding and logits, found {sorted(outputs)}")
     logits_name = "logits"
     if tfidf is not None and linear is not None and weight != 0.0:
-        pool: list[int] = []
-        counts: list[int] = []
-        indexes: list[int] = []
-        for n in range(1, tfidf.max_n + 1):
-            counts.append(len(pool))
-            for j, gram in enumerate(tfidf.ngrams):
-                if len(gram) == n:
-                    pool.extend(gram)
-                    indexes.append(j)
-        constants = {
-            "tfidf_one": np.array(1.0, np.float32),
-            "tfidf_eps": np.array(1e-12, np.float32),
-            "tfidf_idf": tfidf.idf.astype(np.float32),
-            "tfidf_weights": (weight * linear.weights.T).astype(np.float32),  # [F, C]
-            "tfidf_intercepts": (weight * linear.intercepts).astype(np.float32),
-        }
+        nodes, constants = branch_nodes(tfidf, linear, weight)
         graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in constants.items())
-        graph.node.extend([
-            helper.make_node("TfIdfVectorizer", ["input_ids"], ["tfidf_counts"], name="tfidf_counts", mode="TF",
-                             min_gram_length=1, max_gram_length=tfidf.max_n, max_skip_count=0,
-                             ngram_counts=counts, ngram_indexes=indexes, pool_int64s=pool),
-            # sublinear tf without log(0): log(max(c, 1)) + min(c, 1) is 1 + log c for c >= 1, else 0
-            helper.make_node("Max", ["tfidf_counts", "tfidf_one"], ["tfidf_at_least_one"]),
-            helper.make_node("Log", ["tfidf_at_least_one"], ["tfidf_log"]),
-            helper.make_node("Min", ["tfidf_counts", "tfidf_one"], ["tfidf_present"]),
-            helper.make_node("Add", ["tfidf_log", "tfidf_present"], ["tfidf_sublinear"]),
-            helper.make_node("Mul", ["tfidf_sublinear", "tfidf_idf"], ["tfidf_raw"]),
-            helper.make_node("ReduceL2", ["tfidf_raw"], ["tfidf_norm"], axes=[1], keepdims=1),
-            helper.make_node("Max", ["tfidf_norm", "tfidf_eps"], ["tfidf_norm_safe"]),
-            helper.make_node("Div", ["tfidf_raw", "tfidf_norm_safe"], ["tfidf_features"]),
-            helper.make_node("MatMul", ["tfidf_features", "tfidf_weights"], ["tfidf_matmul"], name=MARGINS_MATMUL),
-            helper.make_node("Add", ["tfidf_matmul", "tfidf_intercepts"], ["tfidf_margins"]),
-            helper.make_node("Add", ["logits", "tfidf_margins"], ["combined_logits"]),
-        ])
+        graph.node.extend([*nodes, helper.make_node("Add", ["logits", "tfidf_margins"], ["combined_logits"])])
+        if not any(o.domain == ML_DOMAIN for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid(ML_DOMAIN, ML_OPSET))
         logits_name = "combined_logits"
     graph.node.append(helper.make_node("Sigmoid", [logits_name], ["probabilities"]))
     logits_info = outputs["logits"]
@@ -226,6 +222,113 @@ def attach(core: Path, out: Path, tfidf: TokenTfidf | None, linear: LinearMargin
         "probabilities", TensorProto.FLOAT, ["batch", labels_dim.dim_value or labels_dim.dim_param]))
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
+
+
+ML_DOMAIN, ML_OPSET = "ai.onnx.ml", 2  # LabelEncoder-2: int64 keys -> int64 values
+
+
+def branch_nodes(tfidf: TokenTfidf, linear: LinearMargins, weight: float) -> tuple[list, dict[str, np.ndarray]]:
+    """ONNX nodes (input_ids, attention_mask -> `tfidf_margins` [B, C]) and their constants.
+
+    A gather over the n-grams present, never a [B, F] tensor:
+
+    1. digits d = id + 1 where attention_mask is set and 0 <= id < base - 1, else 0; the key of
+       the n-gram starting at position i is `ngram_key` of d[i : i + n], for n = 1..max_n
+       ([B, ~max_n * S] int64 keys);
+    2. LabelEncoder maps a key to its column + 1 (0: not in the vocabulary, or not a valid window:
+       a key with a 0 digit is in no table, so n-grams never span padding or masked positions, and
+       special ids never occur in a vocabulary n-gram, as `TokenTfidf.fit` excludes them);
+    3. count c of each key within its row (an [S, S] equality per n-gram length: S <= max tokens);
+    4. per position, with tf = 1 + log c: |x|^2 = sum (tf * idf)^2 / c and the margins
+       sum (tf / c) * W'[column] / |x| + b', where W' = weight * idf * SVM weights (folded at
+       build time, row 0 all zeros) and b' = weight * intercepts: each distinct n-gram's c
+       positions add up to its one term of scikit-learn's sum.
+    """
+    from onnx import TensorProto, helper
+
+    base = key_base(tfidf.max_n)
+    features, labels = len(tfidf.ngrams), linear.weights.shape[0]
+    if tfidf.ngrams and max(max(g) for g in tfidf.ngrams) >= base - 1:
+        raise ValueError(f"token id {max(max(g) for g in tfidf.ngrams)} too large for {tfidf.max_n}-gram keys (< {base - 1})")
+    idf = np.concatenate([[0.0], tfidf.idf]).astype(np.float32)
+    folded = np.zeros((features + 1, labels), dtype=np.float32)
+    folded[1:] = (weight * tfidf.idf[:, None] * linear.weights.T.astype(np.float64)).astype(np.float32)
+    constants = {
+        "tfidf_one_int": np.array(1, np.int64),
+        "tfidf_zero_int": np.array(0, np.int64),
+        "tfidf_digit_limit": np.array(base - 1, np.int64),
+        "tfidf_base": np.array(base, np.int64),
+        "tfidf_axis1": np.array([1], np.int64),
+        "tfidf_axis2": np.array([2], np.int64),
+        "tfidf_start0": np.array([0], np.int64),
+        "tfidf_end_last": np.array([-1], np.int64),
+        "tfidf_end": np.array([np.iinfo(np.int64).max], np.int64),
+        "tfidf_one": np.array(1.0, np.float32),
+        "tfidf_eps": np.array(1e-12, np.float32),
+        "tfidf_idf": idf,  # [F + 1], row 0 for "no column"
+        "tfidf_weights": folded,  # [F + 1, C]
+        "tfidf_intercepts": (weight * linear.intercepts.astype(np.float64)).astype(np.float32),
+    }
+    def node(op: str, inputs: list[str], outputs: list[str], name: str | None = None, **attributes):
+        return helper.make_node(op, inputs, outputs, name=name or outputs[0], **attributes)
+
+    nodes = [
+        node("GreaterOrEqual", ["input_ids", "tfidf_zero_int"], ["tfidf_id_nonnegative"]),
+        node("Less", ["input_ids", "tfidf_digit_limit"], ["tfidf_id_below_limit"]),
+        node("Cast", ["attention_mask"], ["tfidf_attended"], to=TensorProto.BOOL),
+        node("And", ["tfidf_id_nonnegative", "tfidf_id_below_limit"], ["tfidf_id_in_range"]),
+        node("And", ["tfidf_id_in_range", "tfidf_attended"], ["tfidf_is_digit"]),
+        node("Add", ["input_ids", "tfidf_one_int"], ["tfidf_id_plus_one"]),
+        node("Where", ["tfidf_is_digit", "tfidf_id_plus_one", "tfidf_zero_int"], ["tfidf_digits"]),
+    ]
+    keys, counts = [], []
+    previous = "tfidf_digits"  # the n-gram number without offset: n digits in base `base`
+    for n in range(1, tfidf.max_n + 1):
+        if n > 1:
+            constants[f"tfidf_start{n - 1}"] = np.array([n - 1], np.int64)
+            constants[f"tfidf_offset{n}"] = np.array(sum(base**m for m in range(1, n)), np.int64)
+            nodes += [
+                node("Slice", [previous, "tfidf_start0", "tfidf_end_last", "tfidf_axis1"], [f"tfidf_head{n}"]),
+                node("Slice", ["tfidf_digits", f"tfidf_start{n - 1}", "tfidf_end", "tfidf_axis1"], [f"tfidf_tail{n}"]),
+                node("Mul", [f"tfidf_head{n}", "tfidf_base"], [f"tfidf_shifted{n}"]),
+                node("Add", [f"tfidf_shifted{n}", f"tfidf_tail{n}"], [f"tfidf_number{n}"]),
+                node("Add", [f"tfidf_number{n}", f"tfidf_offset{n}"], [f"tfidf_keys{n}"]),
+            ]
+            previous = f"tfidf_number{n}"
+        key = "tfidf_digits" if n == 1 else f"tfidf_keys{n}"
+        nodes += [  # occurrences of each key in its row: [B, S_n, S_n] equality, summed
+            node("Unsqueeze", [key, "tfidf_axis2"], [f"tfidf_rows{n}"]),
+            node("Unsqueeze", [key, "tfidf_axis1"], [f"tfidf_columns{n}"]),
+            node("Equal", [f"tfidf_rows{n}", f"tfidf_columns{n}"], [f"tfidf_same{n}"]),
+            node("Cast", [f"tfidf_same{n}"], [f"tfidf_same_float{n}"], to=TensorProto.FLOAT),
+            node("ReduceSum", [f"tfidf_same_float{n}", "tfidf_axis2"], [f"tfidf_count{n}"], keepdims=0),
+        ]
+        keys.append(key)
+        counts.append(f"tfidf_count{n}")
+    table = [ngram_key(g, base) for g in tfidf.ngrams]
+    nodes += [
+        node("Concat", keys, ["tfidf_keys"], axis=1),
+        node("Concat", counts, ["tfidf_count"], axis=1),
+        node("LabelEncoder", ["tfidf_keys"], ["tfidf_columns"], name="tfidf_lookup", domain=ML_DOMAIN,
+             keys_int64s=table, values_int64s=list(range(1, features + 1)), default_int64=0),
+        node("Log", ["tfidf_count"], ["tfidf_log_count"]),
+        node("Add", ["tfidf_log_count", "tfidf_one"], ["tfidf_tf"]),
+        node("Div", ["tfidf_tf", "tfidf_count"], ["tfidf_share"]),  # tf / c: c positions make one term
+        node("Gather", ["tfidf_idf", "tfidf_columns"], ["tfidf_idf_at"], name="tfidf_idf_lookup"),
+        node("Mul", ["tfidf_tf", "tfidf_idf_at"], ["tfidf_value"]),
+        node("Mul", ["tfidf_value", "tfidf_value"], ["tfidf_value_squared"]),
+        node("Div", ["tfidf_value_squared", "tfidf_count"], ["tfidf_value_squared_share"]),
+        node("ReduceSum", ["tfidf_value_squared_share", "tfidf_axis1"], ["tfidf_norm_squared"], keepdims=1),
+        node("Sqrt", ["tfidf_norm_squared"], ["tfidf_norm"]),
+        node("Max", ["tfidf_norm", "tfidf_eps"], ["tfidf_norm_safe"]),
+        node("Gather", ["tfidf_weights", "tfidf_columns"], ["tfidf_weights_at"], name="tfidf_weights_lookup"),
+        node("Unsqueeze", ["tfidf_share", "tfidf_axis1"], ["tfidf_share_row"]),
+        node("MatMul", ["tfidf_share_row", "tfidf_weights_at"], ["tfidf_summed"], name=MARGINS_MATMUL),  # [B, 1, C]
+        node("Squeeze", ["tfidf_summed", "tfidf_axis1"], ["tfidf_unnormalized"]),
+        node("Div", ["tfidf_unnormalized", "tfidf_norm_safe"], ["tfidf_scaled"]),
+        node("Add", ["tfidf_scaled", "tfidf_intercepts"], ["tfidf_margins"]),
+    ]
+    return nodes, constants
 
 
 @dataclass

@@ -73,15 +73,19 @@ def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float)
 
 
 def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
-                 progress: ProgressHook = no_progress, offsets: np.ndarray | None = None) -> dict[str, float]:
+                 progress: ProgressHook = no_progress, offsets: np.ndarray | None = None,
+                 pooled: torch.Tensor | None = None) -> dict[str, float]:
     """Encoder frozen: cache pooled embeddings once, then train head and lexical branch.
 
-    `offsets` [N, C]: fixed logits added to the model's while training (see `joint_loss`)."""
+    `offsets` [N, C]: fixed logits added to the model's while training (see `joint_loss`).
+    `pooled` [N, d]: `pooled_embeddings` of `ids`, when the caller has them already (the build
+    also fits the drift centroids on them, so the training rows are embedded once)."""
     seed_everything(config.seed)
     offset = None if offsets is None else torch.tensor(offsets, dtype=torch.float32)
     for p in model.encoder.parameters():
         p.requires_grad_(False)
-    pooled = pooled_embeddings(model, ids, 64, progress, "frozen encoder: embedding train split")
+    if pooled is None:
+        pooled = pooled_embeddings(model, ids, 64, progress, "frozen encoder: embedding train split")
     y = torch.tensor(targets, dtype=torch.float32)
     params = [{"params": model.head.parameters(), "lr": config.lr_head * 3}]
     if model.lexical is not None and model.lexical.project is not None:
@@ -96,8 +100,11 @@ def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets:
     loss_value = 0.0
     for _ in range(epochs):
         for batch in length_batches(lengths, config.batch_size, rng):
-            input_ids, mask = pad([ids[i] for i in batch])
-            transformer, lexical = model.branch_logits(pooled[batch], input_ids, mask)
+            if model.lexical is None:  # the head alone reads only the cached embeddings
+                transformer, lexical = model.head(model.dropout(pooled[batch])), None
+            else:
+                input_ids, mask = pad([ids[i] for i in batch])
+                transformer, lexical = model.branch_logits(pooled[batch], input_ids, mask)
             loss = joint_loss(transformer, lexical, y[batch], config.aux_weight, None if offset is None else offset[batch])
             loss_value = _step(loss, optimizers)
             advance(1)

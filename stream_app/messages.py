@@ -228,12 +228,14 @@ def b64(data: bytes | None) -> str | None:
 def drift_alert_adapter() -> TypeAdapter[Any]:
     """TypeAdapter of the ``drift`` topic's messages (one union of the detectors' record models).
 
-    ``status: "firing"``: ``EmbeddingDriftAlert`` / ``CategoryMixAlert``; ``status: "resolved"``:
-    ``DriftResolved``. Every record names its window (input topic, partition, offsets) and carries a
-    deterministic ``alert_id`` to deduplicate re-sent records (see ``stream_app.core.drift.alerts``).
+    ``status: "firing"``: ``EmbeddingDriftAlert`` / ``CategoryMixAlert`` / ``SequentialDriftAlert``;
+    ``status: "resolved"``: ``DriftResolved``. Every record names its window (input topic, partition,
+    offsets) and carries a deterministic ``alert_id`` to deduplicate re-sent records (see
+    ``stream_app.core.drift.alerts``).
     """
-    from stream_app.core.drift.alerts import CategoryMixAlert, DriftResolved, EmbeddingDriftAlert
+    from stream_app.core.drift.alerts import CategoryMixAlert, DriftResolved, EmbeddingDriftAlert, SequentialDriftAlert
 
     return TypeAdapter(
-        Annotated[EmbeddingDriftAlert | CategoryMixAlert | DriftResolved, Field(title="DriftAlert")]
+        Annotated[EmbeddingDriftAlert | CategoryMixAlert | SequentialDriftAlert | DriftResolved,
+                  Field(title="DriftAlert")]
     )

@@ -54,6 +54,18 @@ DRIFT_ALERTS = Counter(
 BATCHES_IN_FLIGHT = Gauge("stream_batches_in_flight", "Batches taken but not yet acknowledged", registry=REGISTRY)
 DLQ_RATIO = Gauge("stream_dlq_ratio", "Share of the last complete window that went to the DLQ", registry=REGISTRY)
 MODEL_INFO = Info("stream_model", "The serving bundle", registry=REGISTRY)  # exposed as stream_model_info
+MODEL_SWAPS = Counter(
+    "stream_model_swaps_total", "Bundle changes seen in the store, per result (swapped, refused)", ["result"],
+    registry=REGISTRY,
+)
+SHADOW_MESSAGES = Counter("stream_shadow_messages_total", "Messages scored by the shadow model", registry=REGISTRY)
+SHADOW_SECONDS = Counter("stream_shadow_seconds_total", "Model seconds spent by the shadow", registry=REGISTRY)
+SHADOW_FAILURES = Counter(
+    "stream_shadow_failures_total", "Shadow model calls or summaries that failed", registry=REGISTRY
+)
+SHADOW_AGREEMENT = Gauge(
+    "stream_shadow_agreement", "Top-1 agreement of shadow and serving model over the last window", registry=REGISTRY
+)
 CONSUMER_LAG = Gauge(
     "stream_consumer_lag",
     "High watermark minus next offset to read, per input partition (best effort: wrong on Tansu)",

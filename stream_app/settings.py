@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     group_id: str = Field("product-categorizer", min_length=1)
 
     bundle_path: Path = Path("models/default")
+    # A bundle store (stream_app/core/store.py): the worker serves its pointer's version and swaps
+    # models between micro-batches when the pointer changes; STREAM_BUNDLE_PATH is then unused.
+    bundle_store: Path | None = None
+    bundle_poll_seconds: float = Field(5.0, gt=0, le=3600, description="how often the store pointer is read")
+    # A candidate scored beside the serving model on a share of the messages (off the serving path):
+    # a version in the store, or the store's shadow pointer when unset.
+    shadow_version: str | None = None
+    shadow_share: float = Field(0.1, ge=0, le=1, description="share of valid messages the shadow scores")
+    shadow_window: int = Field(1000, ge=10, le=10_000_000, description="shadowed messages per summary record")
+    shadow_topic: str = "shadow"
     batch_size: int = Field(256, ge=1, le=4096, description="max messages per micro-batch")
     # Texts per onnxruntime call. A micro-batch is sorted by token length and cut into model batches
     # of this size: with arrival-order batches of 32, padding to the longest text costs up to 2x.
@@ -125,7 +135,7 @@ class Settings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("input_topic", "output_topic", "drift_topic", "dlq_topic")
+    @field_validator("input_topic", "output_topic", "drift_topic", "dlq_topic", "shadow_topic")
     @classmethod
     def _topic(cls, value: str) -> str:
         # Kafka's own rule: 1..249 chars of [a-zA-Z0-9._-].
@@ -146,12 +156,16 @@ class Settings(BaseSettings):
             missing = [_env_name(f) for f in ("sasl_username", "sasl_password") if not getattr(self, f)]
             if missing:
                 raise ValueError(f"{', '.join(missing)} required when STREAM_SECURITY_PROTOCOL={self.security_protocol.value}")
-        topics = [self.input_topic, self.output_topic, self.drift_topic, self.dlq_topic]
+        topics = [self.input_topic, self.output_topic, self.drift_topic, self.dlq_topic, self.shadow_topic]
         if len(set(topics)) != len(topics):
             raise ValueError(
-                "STREAM_INPUT_TOPIC, STREAM_OUTPUT_TOPIC, STREAM_DRIFT_TOPIC and STREAM_DLQ_TOPIC must differ "
-                f"(got {topics})"
+                "STREAM_INPUT_TOPIC, STREAM_OUTPUT_TOPIC, STREAM_DRIFT_TOPIC, STREAM_DLQ_TOPIC and "
+                f"STREAM_SHADOW_TOPIC must differ (got {topics})"
             )
+        if self.bundle_store is not None and not self.bundle_store.is_dir():
+            raise ValueError(f"STREAM_BUNDLE_STORE={self.bundle_store} is not a directory")
+        if self.shadow_version is not None and self.bundle_store is None:
+            raise ValueError("STREAM_SHADOW_VERSION names a version of STREAM_BUNDLE_STORE, which is not set")
         return self
 
     # -- derived -----------------------------------------------------------------------------------
@@ -182,12 +196,15 @@ class Settings(BaseSettings):
 
     def topic_partitions(self) -> dict[str, int]:
         """Topics the worker creates at start-up, with their partition counts."""
-        return {
+        topics = {
             self.input_topic: self.partitions,
             self.output_topic: self.partitions,
             self.drift_topic: 1,  # a handful of alerts; one partition keeps them in order
             self.dlq_topic: self.partitions,
         }
+        if self.bundle_store is not None or self.shadow_version is not None:
+            topics[self.shadow_topic] = 1  # one summary record per shadow window
+        return topics
 
 
 def _describe(error: Mapping[str, Any]) -> str:

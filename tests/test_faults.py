@@ -135,13 +135,14 @@ def _wait_in_flight(worker: WorkerProcess, topics: WorkerTopics, published_at_le
 
 
 def _restart_clean_and_check(broker: str, faulty: WorkerProcess, topics: WorkerTopics, keys: set[str],
-                             workers: list[WorkerProcess]) -> tuple[set[str], list[dict[str, Any]]]:
+                             workers: list[WorkerProcess], timeout: float = 150.0
+                             ) -> tuple[set[str], list[dict[str, Any]]]:
     """Start a fault-free worker in the same group, wait for every key, stop it cleanly (exit 0);
     return (missing keys, every categories record)."""
     clean = faulty.without_faults() if hasattr(faulty, "without_faults") else faulty
     workers.append(clean)
     clean.start().wait_ready()
-    by_key = wait_for_keys(broker, topics.output, keys, timeout=150)
+    by_key = wait_for_keys(broker, topics.output, keys, timeout=timeout)
     missing = keys - set(by_key)
     code = clean.terminate()
     assert code == 0, f"clean restart exited {code}\n{clean.tail()}"
@@ -154,12 +155,15 @@ def _restart_clean_and_check(broker: str, faulty: WorkerProcess, topics: WorkerT
 def test_commits_never_pass_an_unacknowledged_output(broker: str, test_bundle: Path, tmp_path: Path,
                                                      workers: list[WorkerProcess]) -> None:
     """Outputs of partition 0 from input offset X on never get a broker acknowledgement. The group's
-    committed offset of partition 0 must never exceed X, while partitions 1 and 2 keep being processed
-    and committed to their end; after a SIGKILL a clean worker delivers every product."""
+    committed offset of partition 0 must never exceed X. Acks follow the order batches were taken
+    (docs/worker.md), so the other partitions stop committing too and backpressure stalls the worker:
+    it must say so on /livez (the orchestrator restarts it), and after a SIGKILL a clean worker
+    delivers every product."""
     hang_from = 20
     topics = WorkerTopics.create(broker, "fault-hang")
     worker = start_faulty_worker(broker, topics, test_bundle, tmp_path,
-                                 {"send_match": f"0:{hang_from}-", "send_action": "hang"}, **SMALL)
+                                 {"send_match": f"0:{hang_from}-", "send_action": "hang"}, **SMALL,
+                                 liveness_stall_seconds=3)
     workers.append(worker)
     first, second = _events(240, seed=21), _events(120, seed=22)
     second = [e for e in second if str(e["product_id"]) not in _keys(first)]
@@ -170,15 +174,17 @@ def test_commits_never_pass_an_unacknowledged_output(broker: str, test_bundle: P
     producer.start_paced(second, rate=12.0)  # ~10 s of more traffic while we watch the commits
 
     history: list[dict[int, int]] = []
+    livez: list[int] = []
     watch_until = time.monotonic() + 15.0
     with GroupOffsets(broker, worker.env["STREAM_GROUP_ID"], topics.input) as offsets:
         while True:
             history.append(offsets.committed())
             ends = producer.end_offsets()
             others_done = all(history[-1][p] >= ends.get(p, 0) for p in range(1, PARTITIONS))
-            if time.monotonic() > watch_until and (others_done or time.monotonic() > watch_until + 15.0):
+            if time.monotonic() > watch_until and (others_done or time.monotonic() > watch_until + 10.0):
                 break
             assert worker.alive(), f"worker exited ({worker.proc.returncode}) while a publish hung\n{worker.tail()}"
+            livez.append(worker.get("/livez")[0])
             time.sleep(0.5)
         producer.join()
         final = offsets.committed()
@@ -197,7 +203,8 @@ def test_commits_never_pass_an_unacknowledged_output(broker: str, test_bundle: P
     assert hung and min(e["offset"] for e in hung) == hang_from, f"the hang was not injected at {hang_from}: {hung[:3]}"
     assert alive_until_kill, "the worker exited while a publish hung"
     assert max_p0 <= hang_from, f"partition 0 committed past the first unacknowledged input: {figures}"
-    assert not stalled, f"partitions stalled behind the hung partition 0 (committed, end): {figures}"
+    assert any(h[p] > 0 for h in history for p in range(PARTITIONS)), f"nothing was ever committed: {figures}"
+    assert 503 in livez, f"the stall was never reported on /livez: {livez}"
     assert not missing, f"{len(missing)} products lost"
 
 
@@ -280,39 +287,50 @@ def test_publish_failures_stop_the_worker_and_lose_nothing(broker: str, test_bun
 def test_broken_model_stops_the_worker_without_committing(broker: str, test_bundle: Path, tmp_path: Path,
                                                           workers: list[WorkerProcess]) -> None:
     """Every model call after the warm-up raises: the model is broken, not fed poison. The worker must
-    exit non-zero within 30 s, commit nothing, dead-letter nothing and publish no category."""
+    exit non-zero within 30 s, commit nothing (not even while stopping), dead-letter nothing and
+    publish no category; a clean restart then categorizes every product."""
     bound_s = 30.0
     topics = WorkerTopics.create(broker, "fault-model")
     worker = start_faulty_worker(broker, topics, test_bundle, tmp_path, {"predict_fail_after": 1}, **SMALL)
     workers.append(worker)
-    TrackedProducer(broker, topics.input).produce(_events(100, seed=24))
+    events = _events(100, seed=24)
+    keys = _keys(events)
+    producer = TrackedProducer(broker, topics.input)
+    producer.produce(events)
+    ends = producer.end_offsets()
     started = time.monotonic()
-    committed: dict[int, int] = {}
+    max_committed = dict.fromkeys(range(PARTITIONS), -1)
     with GroupOffsets(broker, worker.env["STREAM_GROUP_ID"], topics.input) as offsets:
-        while worker.alive() and time.monotonic() - started < bound_s:
-            committed = offsets.committed()
-            if any(o >= 0 for o in committed.values()):
-                break  # already wrong: no need to wait for the bound
+        while True:
+            alive = worker.alive()  # read before the offsets: the last reading follows the exit
+            stopped_after = time.monotonic() - started
+            for p, offset in offsets.committed().items():
+                max_committed[p] = max(max_committed[p], offset)
+            if not alive or stopped_after > bound_s:
+                break
+            if all(max_committed[p] >= ends.get(p, 0) for p in range(PARTITIONS)):
+                break  # everything committed already: no exit to wait for
             time.sleep(0.5)
-        stopped_after = time.monotonic() - started
-        alive = worker.alive()
-        if not alive:
-            committed = offsets.committed()
     if alive:
         worker.kill()
     dlq = read_topic(broker, topics.dlq, idle=2.0)
     categories = read_topic(broker, topics.output, idle=1.0)
     failures = [e for e in fault_events(tmp_path) if e["kind"] == "predict_raise"]
+    committed_any = any(o >= 0 for o in max_committed.values())
+    missing, _ = _restart_clean_and_check(broker, worker, topics, keys, workers, timeout=30)
     figures = {"exited": not alive, "exit_code": None if alive else worker.proc.returncode,
-               "seconds_to_exit": round(stopped_after, 1), "committed": committed, "dead_letters": len(dlq),
-               "categories": len(categories), "failed_model_calls": len(failures)}
+               "seconds_to_exit": round(stopped_after, 1) if not alive else None,
+               "max_committed": max_committed, "end_offsets": ends, "dead_letters": len(dlq),
+               "categories": len(categories), "failed_model_calls": len(failures),
+               "missing_after_clean_restart": len(missing), "products": len(keys)}
     _report("broken_model", **figures)
     assert failures, "the model fault was not injected"
-    assert not any(o >= 0 for o in committed.values()), f"offsets committed for a broken model: {figures}"
-    assert not dlq, f"a broken model's messages were dead-lettered: {figures}\n{worker.tail()}"
+    assert not committed_any, f"offsets committed for a broken model: {figures}"
+    assert not dlq, f"a broken model's messages were dead-lettered: {figures}"
     assert not categories, f"categories published by a broken model: {figures}"
-    assert not alive, f"worker still running {bound_s}s after its model broke: {figures}\n{worker.tail()}"
+    assert not alive, f"worker still running {bound_s}s after its model broke: {figures}"
     assert worker.proc.returncode != 0, f"worker exited 0 with a broken model: {figures}"
+    assert not missing, f"{len(missing)} products lost: {figures}"
 
 
 # -- 4. SIGKILL mid-batch ------------------------------------------------------------------------------
@@ -479,3 +497,86 @@ def test_rebalance_mid_stream_duplicates_bounded(broker: str, test_bundle: Path,
     assert all(c > 0 for c in consumed), f"the second worker took no partition: {consumed}"
     assert duplicates <= bound, f"{duplicates} duplicates > bound {bound}"
     assert codes == [0, 0], f"exit codes {codes}"
+
+
+# -- the launcher itself (in process, no broker) -----------------------------------------------------------
+
+
+def test_launcher_injects_exactly_what_it_is_told(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The two seams, each fault kind, and nothing when no rule matches (so a fault test that passes
+    is not passing because its fault never fired). In process, with a fake Faust topic."""
+    import asyncio
+
+    from stream_app.core.pipeline import Pipeline
+    from stream_app.worker.app import FaustPublisher
+    from tests.faults import launcher
+
+    real_send = FaustPublisher.send
+    monkeypatch.setattr(FaustPublisher, "send", real_send)  # monkeypatch restores it after the test
+    monkeypatch.setattr(Pipeline, "predict", lambda self, texts: [f"p:{t}" for t in texts])
+
+    class Topic:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def send(self, key: Any, value: bytes, force: bool) -> Any:
+            self.sent += 1
+            future = asyncio.get_running_loop().create_future()
+            future.set_result("ack")
+            return future
+
+    loop = asyncio.new_event_loop()
+
+    def send(publisher: Any, partition: int, offset: int) -> Any:
+        value = json.dumps({"source": {"partition": partition, "offset": offset}}).encode()
+        return loop.run_until_complete(publisher.send("out", b"k", value))
+
+    def settle(awaitable: Any, timeout: float) -> str:
+        try:
+            return f"ok:{loop.run_until_complete(asyncio.wait_for(awaitable, timeout))}"
+        except asyncio.TimeoutError:
+            return "timeout"
+        except launcher.InjectedFault:
+            return "fault"
+
+    events = str(tmp_path / "faults.jsonl")
+    try:
+        for action, expected in [("hang", "timeout"), ("delay:0.3", "ok:ack"), ("fail", "fault")]:
+            FaustPublisher.send = real_send
+            launcher.install({"FAULT_SEND_MATCH": "0:5-6,2:9-", "FAULT_SEND_ACTION": action,
+                              "FAULT_EVENTS_PATH": events})
+            topic = Topic()
+            publisher = FaustPublisher({"out": topic})
+            started = time.monotonic()
+            assert settle(send(publisher, 0, 6), 0.2 if action == "hang" else 2.0) == expected, action
+            if action.startswith("delay"):
+                assert time.monotonic() - started >= 0.29
+            for partition, offset in [(0, 4), (0, 7), (1, 6)]:  # outside every rule: untouched
+                assert settle(send(publisher, partition, offset), 2.0) == "ok:ack"
+            assert topic.sent == (4 if action.startswith("delay") else 3), action
+
+        FaustPublisher.send = real_send
+        launcher.install({"FAULT_SEND_MATCH": "2:9-", "FAULT_SEND_ACTION": "raise"})
+        with pytest.raises(launcher.InjectedFault):
+            send(FaustPublisher({"out": Topic()}), 2, 10)
+
+        FaustPublisher.send = real_send
+        launcher.install({"FAULT_SEND_FAIL_AFTER": "2", "FAULT_SEND_FAIL_SECONDS": "0.3"})
+        publisher = FaustPublisher({"out": Topic()})
+        outcomes = []
+        for i in range(5):
+            try:
+                outcomes.append(settle(send(publisher, 1, i), 2.0))
+            except launcher.InjectedFault:
+                outcomes.append("raised")
+            if i == 3:
+                time.sleep(0.35)  # the failure span (0.3 s from the first failure) is over
+        assert outcomes == ["ok:ack", "ok:ack", "raised", "raised", "ok:ack"], outcomes
+    finally:
+        loop.close()
+
+    launcher.install({"FAULT_PREDICT_FAIL_AFTER": "1"})
+    assert Pipeline.predict(None, ["warm up"]) == ["p:warm up"]  # call 1: the warm-up passes
+    with pytest.raises(launcher.InjectedFault):
+        Pipeline.predict(None, ["a", "b"])
+    assert [e["kind"] for e in fault_events(tmp_path)] == ["send_hang", "send_delay", "send_fail"]

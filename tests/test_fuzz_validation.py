@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from stream_app.core.text import TextTemplate
 from stream_app.messages import DeadLetter, DeadLetterReason, ProductEvent
-from stream_app.worker.dead_letters import Rejected, Valid, classify, dead_letter
+from stream_app.worker.dead_letters import Rejected, Valid, classify, dead_letter, dlq_key
 from tests.hostile_inputs import (
     CORPUS,
     MAX_MESSAGE_BYTES,
@@ -169,8 +169,10 @@ def check_dead_letter(key: bytes | None, value: bytes | None, rejected: Rejected
     assert len(raw) <= MAX_OUTPUT_BYTES, f"dead letter is {len(raw):,} bytes"
     key_len, value_len = len(key or b""), len(value or b"")
     if key_len + value_len <= MAX_MESSAGE_BYTES:
-        # An input that fitted in one message gives a DLQ record (its original key + the letter) that fits.
-        assert key_len + len(raw) <= MAX_OUTPUT_BYTES, f"DLQ record: key {key_len:,} + value {len(raw):,} bytes"
+        # An input that fitted in one message gives a DLQ record (its Kafka key + the letter) that fits.
+        record_key = len(dlq_key(key) or b"")
+        assert record_key + len(raw) <= MAX_OUTPUT_BYTES, (f"DLQ record: key {record_key:,} + value {len(raw):,} "
+                                                           "bytes")
 
     back = DeadLetter.model_validate_json(raw)
     assert back.source.topic == "products" and (back.source.partition, back.source.offset) == (partition, offset)

@@ -39,6 +39,7 @@ from confluent_kafka import (
 from hypothesis import strategies as st
 
 from stream_app.messages import DeadLetterReason
+from stream_app.worker.dead_letters import dlq_key
 from tests.hostile_inputs import (
     CORPUS,
     CORPUS_VALID,
@@ -195,6 +196,19 @@ def _names(messages: list[Message], limit: int = 40) -> str:
     return shown + (f" ... (+{len(messages) - limit})" if len(messages) > limit else "")
 
 
+def _raising(messages: list[Message]) -> list[Message]:
+    """Diagnosis of a failure: the messages on which `classify` itself raises (likely poison)."""
+    from stream_app.worker.dead_letters import classify
+
+    out = []
+    for m in messages:
+        try:
+            classify(m.value, MAX_MESSAGE_BYTES)
+        except Exception:  # noqa: BLE001 - only naming them
+            out.append(m)
+    return out
+
+
 def test_worker_survives_hostile_traffic(broker: str, test_bundle: Path, tmp_path: Path) -> None:
     messages = traffic()
     topics = WorkerTopics.create(broker, "fuzz")
@@ -271,9 +285,10 @@ def test_worker_survives_hostile_traffic(broker: str, test_bundle: Path, tmp_pat
             if not isinstance(error.get("detail"), str) or not error["detail"].strip():
                 problems.append(f"{name}: dead letter without detail ({error})")
             if origin is not None:
-                if (o.key or b"") != (origin.key or b""):  # an empty key may come back as no key
-                    problems.append(f"{name}: dead letter keyed {(o.key or b'')[:40]!r}, "
-                                    f"original key {(origin.key or b'')[:40]!r}")
+                expected = dlq_key(origin.key)
+                if (o.key or b"") != (expected or b""):  # an empty key may come back as no key
+                    problems.append(f"{name}: dead letter keyed {(o.key or b'')[:40]!r} ({len(o.key or b''):,} "
+                                    f"bytes), expected {(expected or b'')[:40]!r} ({len(expected or b''):,} bytes)")
                 copy = o.doc.get("key")
                 if copy is not None and origin.key is not None:
                     kept = base64.b64decode(copy)
@@ -284,6 +299,9 @@ def test_worker_survives_hostile_traffic(broker: str, test_bundle: Path, tmp_pat
             code = worker.terminate()
             if code != 0:
                 problems.append(f"worker exited {code} on SIGTERM")
+        raising = _raising(messages) if problems else []
+        if raising:
+            problems.append(f"classify raises, in this process, on: {_names(raising)}")
         counts = {t: sum(o.topic == t for o in seen.outputs) for t in (topics.output, topics.dlq)}
         summary = (f"{len(messages)} messages ({N_ELO7} Elo7, {len(CORPUS)} corpus, "
                    f"{len(messages) - N_ELO7 - len(CORPUS)} drawn); outputs {counts}")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from export.tfidf_branch import (
+    BRANCH_PREFIX,
     EmptyVocabularyError,
     LinearMargins,
     TokenTfidf,
@@ -20,6 +21,7 @@ from export.tfidf_branch import (
     choose_weight,
     fit_lexicon,
     fit_margins,
+    key_base,
 )
 from stream_app.core.model import pad_batch
 
@@ -46,10 +48,19 @@ def core_graph(path: Path, labels: int = LABELS) -> Path:
     return path
 
 
-def run_graph(path: Path, ids: list[list[int]]) -> np.ndarray:
-    input_ids, mask = pad_batch(ids, PAD)
+def run_graph(path: Path, ids: list[list[int]], output: str = "probabilities", mask: np.ndarray | None = None) -> np.ndarray:
+    input_ids, padded_mask = pad_batch(ids, PAD)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(["probabilities"], {"input_ids": input_ids, "attention_mask": mask})[0]
+    return session.run([output], {"input_ids": input_ids, "attention_mask": padded_mask if mask is None else mask})[0]
+
+
+def with_margins_output(path: Path) -> Path:
+    """The same graph, also exposing the branch's `tfidf_margins` [B, C] (before the weight's sigmoid)."""
+    model = onnx.load(str(path))
+    model.graph.output.append(helper.make_tensor_value_info("tfidf_margins", TensorProto.FLOAT, None))
+    out = path.with_name(path.stem + "-margins.onnx")
+    onnx.save(model, str(out))
+    return out
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -57,6 +68,38 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 sequences = st.lists(st.integers(2000, 2012), min_size=0, max_size=14).map(lambda s: [CLS, *s, SEP])
+# Corpora for the column-by-column comparisons: few distinct ids (so n-grams repeat within and
+# across rows: counts > 1, min_df), [UNK] inside the text (an n-gram never spans it), ids far apart
+# in the vocabulary (the keys' digits), and empty texts.
+piece = st.one_of(st.integers(2000, 2005), st.sampled_from([UNK, 1, 30521]))
+texts = st.lists(piece, min_size=0, max_size=20).map(lambda s: [CLS, *s, SEP])
+corpora = st.lists(texts, min_size=4, max_size=24)
+
+
+def reference_analyzer(seq: list[int]) -> list[str]:
+    """scikit-learn's own word 1-3 grams, run on each stretch of text between special tokens."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    words = TfidfVectorizer(ngram_range=(1, 3), token_pattern=r"\S+", lowercase=False).build_analyzer()
+    grams, run = [], []
+    for token in [*seq, SEP]:
+        if token in SPECIAL:
+            grams.extend(words(" ".join(f"t{t}" for t in run)))
+            run = []
+        else:
+            run.append(token)
+    return grams
+
+
+def term(gram: tuple[int, ...]) -> str:
+    return " ".join(f"t{t}" for t in gram)
+
+
+def reference_vectorizer(train: list[list[int]]):
+    """TfidfVectorizer (sublinear tf, smooth idf, L2 rows, min_df 2) with scikit-learn's analyzer."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(analyzer=reference_analyzer, sublinear_tf=True, min_df=2).fit(train)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -77,19 +120,103 @@ def test_graph_computes_the_fitted_margins(tmp_path: Path, train, queries, weigh
     assert np.abs(run_graph(out, queries) - expected).max() < 1e-5
 
 
-def test_features_match_scikit_learn_tfidf() -> None:
-    """transform == TfidfVectorizer(sublinear_tf, smooth idf, l2) over the same n-grams."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+@settings(max_examples=60, deadline=None)
+@given(train=corpora, queries=st.lists(texts, min_size=1, max_size=6))
+def test_features_match_scikit_learn_tfidf_column_by_column(train, queries) -> None:
+    """Same vocabulary, same idf and the same feature values in every column as TfidfVectorizer
+    (sublinear tf, smooth idf, L2 rows) over scikit-learn's own word n-grams."""
+    try:
+        tfidf = TokenTfidf.fit(train, SPECIAL)
+    except EmptyVocabularyError:
+        with pytest.raises(ValueError):
+            reference_vectorizer(train)
+        return
+    reference = reference_vectorizer(train)
+    columns = [reference.vocabulary_[term(g)] for g in tfidf.ngrams]  # KeyError: an n-gram sklearn lacks
+    assert len(columns) == len(reference.vocabulary_)
+    assert np.allclose(tfidf.idf, reference.idf_[columns], rtol=1e-12)
+    ours = tfidf.transform(train + queries).toarray()
+    theirs = reference.transform(train + queries).toarray()[:, columns]
+    assert np.abs(ours - theirs).max() < 1e-12
 
-    train = [[CLS, 5, 6, 7, 5, 6, SEP], [CLS, 5, 6, SEP], [CLS, 7, 8, 7, 8, 7, SEP], [CLS, 8, 5, SEP]]
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(train=corpora, queries=st.lists(texts, min_size=1, max_size=6), labels=st.data())
+def test_graph_margins_match_scikit_learn_column_by_column(tmp_path: Path, train, queries, labels) -> None:
+    """The graph's margins, label by label and row by row, equal scikit-learn's TfidfVectorizer +
+    one LinearSVC per label fitted on the same rows (its own features, its own column order)."""
+    from sklearn.svm import LinearSVC
+
+    try:
+        tfidf = TokenTfidf.fit(train, SPECIAL)
+    except EmptyVocabularyError:
+        return
+    targets = np.array(labels.draw(st.lists(st.lists(st.booleans(), min_size=LABELS, max_size=LABELS),
+                                            min_size=len(train), max_size=len(train))), dtype=np.float32)
+    linear = fit_margins(tfidf.transform(train), targets)
+    out = tmp_path / f"model-{abs(hash((str(train), str(queries)))) % 10**9}.onnx"
+    attach(core_graph(tmp_path / "core.onnx"), out, tfidf, linear, 1.0)
+    graph = run_graph(with_margins_output(out), queries, "tfidf_margins")
+
+    reference = reference_vectorizer(train)
+    features = reference.transform(train)
+    for j in range(LABELS):
+        y = targets[:, j] > 0.5
+        if y.all() or not y.any():
+            assert np.abs(graph[:, j]).max() == 0  # nothing to learn: the branch adds nothing
+            continue
+        svm = LinearSVC(C=1.0, random_state=13).fit(features, y)
+        expected = svm.decision_function(reference.transform(queries))
+        assert np.abs(graph[:, j] - expected).max() < 1e-4 * max(1.0, np.abs(expected).max()), j
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(train=corpora, queries=st.lists(texts, min_size=2, max_size=6), data=st.data())
+def test_masked_positions_and_foreign_ids_break_ngrams(tmp_path: Path, train, queries, data) -> None:
+    """A position whose attention_mask is 0, or an id no n-gram can hold (negative, or beyond the
+    keys' digits), acts as a special token: the margins are those of the text with [SEP] there."""
+    try:
+        tfidf = TokenTfidf.fit(train, SPECIAL)
+    except EmptyVocabularyError:
+        return
+    rng = np.random.default_rng(len(train))
+    linear = LinearMargins(rng.normal(size=(LABELS, len(tfidf.ngrams))).astype(np.float32),
+                           rng.normal(size=LABELS).astype(np.float32))
+    out = tmp_path / f"model-{rng.integers(1 << 30)}.onnx"
+    attach(core_graph(tmp_path / "core.onnx"), out, tfidf, linear, 1.0)
+    input_ids, mask = pad_batch(queries, PAD)
+    broken = [list(q) for q in queries]
+    for row, seq in enumerate(queries):
+        for col in range(len(seq)):
+            change = data.draw(st.sampled_from(["keep", "keep", "mask", "negative", "too large"]))
+            if change == "keep":
+                continue
+            broken[row][col] = SEP
+            if change == "mask":
+                mask[row, col] = 0
+            else:
+                input_ids[row, col] = -5 if change == "negative" else key_base(tfidf.max_n) - 1
+    session = ort.InferenceSession(str(with_margins_output(out)), providers=["CPUExecutionProvider"])
+    graph = session.run(["tfidf_margins"], {"input_ids": input_ids, "attention_mask": mask})[0]
+    assert np.abs(graph - linear.margins(tfidf.transform(broken))).max() < 1e-5
+
+
+def test_the_branch_stays_fp32_through_quantization(tmp_path: Path) -> None:
+    """The bundle's INT8 pass halves large lookup tables; the branch's tables are never touched."""
+    from export.onnx_export import halve_lookup_tables
+
+    train = [[CLS, 2000 + (i * 7) % 11, 2000 + (i * 3) % 5, 2001, SEP] for i in range(30)]
     tfidf = TokenTfidf.fit(train, SPECIAL)
-    docs = [" ".join(f"t{t}" for t in seq[1:-1]) for seq in train]
-    reference = TfidfVectorizer(analyzer="word", ngram_range=(1, 3), sublinear_tf=True, min_df=2,
-                                token_pattern=r"\S+").fit(docs)
-    assert len(tfidf.ngrams) == len(reference.vocabulary_)
-    ours = tfidf.transform(train).toarray()
-    theirs = reference.transform(docs).toarray()
-    assert np.allclose(np.sort(ours, axis=1), np.sort(theirs, axis=1))
+    rng = np.random.default_rng(0)
+    linear = LinearMargins(rng.normal(size=(LABELS, len(tfidf.ngrams))).astype(np.float32), np.zeros(LABELS, np.float32))
+    out = tmp_path / "model.onnx"
+    attach(core_graph(tmp_path / "core.onnx"), out, tfidf, linear, 2.0)
+    before = run_graph(out, train)
+    halve_lookup_tables(out, min_elements=1)
+    model = onnx.load(str(out))
+    branch = [init for init in model.graph.initializer if init.name.startswith(BRANCH_PREFIX)]
+    assert branch and all(init.data_type != TensorProto.FLOAT16 for init in branch)
+    assert np.array_equal(run_graph(out, train), before)
 
 
 def test_ngrams_never_span_a_special_token() -> None:
@@ -161,6 +288,9 @@ def test_bundle_records_the_branch_it_carries(test_bundle: Path) -> None:
     assert set(scores) == {f"{w:g}" for w in WEIGHT_GRID}
     assert scores[f"{info['weight']:g}"] == max(scores.values())
     assert info["used"] == (info["weight"] != 0) and info["features"] > 0
-    ops = {node.op_type for node in onnx.load(str(bundle.model_path)).graph.node}
-    assert ("TfIdfVectorizer" in ops) == info["used"]
+    # The default recipe (frozen encoder on top of the out-of-fold margins) gains from the branch.
+    assert info["weight"] > 0 and info["used"]
+    graph = onnx.load(str(bundle.model_path)).graph
+    assert "tfidf_lookup" in {node.name for node in graph.node}
+    assert "TfIdfVectorizer" not in {node.op_type for node in graph.node}  # no dense [batch, vocabulary] tensor
     assert bundle.manifest.training["result"]["on_tfidf_margins"] is True

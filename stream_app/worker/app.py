@@ -27,20 +27,22 @@ from typing import Any
 
 import faust
 from aiokafka.errors import MessageSizeTooLargeError
+from faust.exceptions import ProducerSendError
 from faust.types import EventT, StreamT
 
 from stream_app import metrics
-from stream_app.core.bundle import Bundle
-from stream_app.core.pipeline import Pipeline
+from stream_app.core.store import BundleStore
 from stream_app.settings import Settings
 from stream_app.worker import health
 from stream_app.worker.accumulate import Batcher
 from stream_app.worker.batching import BatchProcessor, Progress
-from stream_app.worker.drift import DriftTracker
-from stream_app.worker.inference import Inference, ModelBroken
+from stream_app.worker.inference import ModelBroken
 from stream_app.worker.outputs import OutputBuilder, Topics
 from stream_app.worker.publish import Publish, RecordTooLarge
 from stream_app.worker.record import Record
+from stream_app.worker.serving import ServingModel
+from stream_app.worker.shadow import ShadowScorer
+from stream_app.worker.swap import ModelSwapper
 from stream_app.worker.transport import FetchLimits, WorkerApp
 
 log = logging.getLogger(__name__)
@@ -69,19 +71,36 @@ def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLC
 class FaustPublisher:
     """`Publisher` over Faust topics: ``send`` returns the future of the broker acknowledgement.
 
-    aiokafka's `MessageSizeTooLargeError` (raised by the producer's own size check, or returned by
-    the broker) becomes `RecordTooLarge`, which the publish step turns into a dead letter.
+    aiokafka's `MessageSizeTooLargeError` (raised by the producer's own size check, which Faust wraps
+    in `ProducerSendError`, or returned by the broker) becomes `RecordTooLarge`, which the publish
+    step turns into a dead letter. Every other error propagates: the worker stops without acking.
+
+    With ``app``, records go straight to the app's producer (`faust.transport.drivers.aiokafka.Producer.send`,
+    the call `Topic.send` ends in, with the same errors and the same acknowledgement future), skipping
+    `Topic.send`'s per-record sensors and its yield to the event loop: without that yield the outputs of
+    a batch reach the producer's accumulator together and leave in a few produce requests instead of
+    about one per record (docs/benchmarks.md, profile).
     """
 
-    def __init__(self, topics: dict[str, faust.TopicT]) -> None:
+    def __init__(self, topics: dict[str, faust.TopicT], app: faust.App | None = None) -> None:
         self._topics = topics
+        self._app = app
+        self._producer: Any = None
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
         try:
-            # force=True: never attach to the current event (stream_publish_on_commit); we await the ack.
-            future = await self._topics[topic].send(key=key, value=value, force=True)
-        except MessageSizeTooLargeError as exc:
-            raise RecordTooLarge(str(exc)) from exc
+            if self._app is not None:
+                if self._producer is None:
+                    self._producer = await self._app.maybe_start_producer()
+                future = await self._producer.send(topic, key, value, None, None, None)
+            else:
+                # force=True: never attach to the current event (stream_publish_on_commit); we await the ack.
+                future = await self._topics[topic].send(key=key, value=value, force=True)
+        except (MessageSizeTooLargeError, ProducerSendError) as exc:
+            too_large = exc if isinstance(exc, MessageSizeTooLargeError) else exc.__cause__
+            if not isinstance(too_large, MessageSizeTooLargeError):
+                raise
+            raise RecordTooLarge(str(too_large)) from exc
         return self._acknowledged(future)
 
     @staticmethod
@@ -102,6 +121,7 @@ class Runtime:
     batcher: Batcher
     progress: Progress
     executor: ThreadPoolExecutor
+    swapper: ModelSwapper | None = None
     bundle_loaded: bool = True
     broken: str | None = None  # why the worker is stopping (a broken model, a failed publish)
 
@@ -142,9 +162,9 @@ def _record(app: faust.App, event: EventT) -> Record:
     )
 
 
-def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime:
-    """Create the Faust app with its agent, timers and views (does not start it)."""
-    manifest = bundle.manifest
+def build_app(settings: Settings, model: ServingModel, executor: ThreadPoolExecutor) -> Runtime:
+    """Create the Faust app with its agent, timers and views (does not start it). ``executor`` is the
+    single inference thread ``model`` runs on (hot-swapped models and the shadow use it too)."""
     app = WorkerApp(
         settings.group_id,
         fetch_limits=FetchLimits(max_wait_ms=settings.fetch_max_wait_ms, max_bytes=settings.fetch_max_bytes),
@@ -178,15 +198,11 @@ def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime
     input_topic = app.topic(settings.input_topic, partitions=settings.partitions, **raw)
     outputs = {
         name: app.topic(name, key_serializer="raw", value_serializer="raw")
-        for name in (settings.output_topic, settings.drift_topic, settings.dlq_topic)
+        for name in (settings.output_topic, settings.drift_topic, settings.dlq_topic, settings.shadow_topic)
     }
-
-    # One model call at a time: a second concurrent onnxruntime run would only fight for the same
-    # cores (STREAM_INFERENCE_THREADS); batches in flight still overlap inference with I/O.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    publisher = FaustPublisher(outputs, app)
     progress = Progress()
     builder = OutputBuilder(
-        bundle.version,
         Topics(output=settings.output_topic, drift=settings.drift_topic, dlq=settings.dlq_topic),
         settings.max_output_bytes,
     )
@@ -200,11 +216,9 @@ def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime
             await app.crash(exc)
 
     processor = BatchProcessor(
-        render=manifest.text.render,
-        inference=Inference(pipeline.predict, executor),
+        model=model,
         outputs=builder,
-        publish=Publish(FaustPublisher(outputs), builder.refused),
-        drift=DriftTracker.for_bundle(bundle, settings),
+        publish=Publish(publisher, builder.refused),
         max_in_flight=settings.max_batches_in_flight,
         max_message_bytes=settings.max_message_bytes,
         on_fatal=on_fatal,
@@ -213,15 +227,42 @@ def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime
     batcher = Batcher(processor, settings.batch_size, settings.max_bytes_in_flight, settings.batch_max_wait_s)
     runtime = Runtime(settings=settings, app=app, processor=processor, batcher=batcher, progress=progress,
                       executor=executor)
-    metrics.set_model_info(bundle.version, manifest.base_encoder, manifest.labels)
+    metrics.set_model_info(model.version, model.encoder, model.labels)
+
+    async def send_shadow(key: bytes, value: bytes) -> None:
+        await (await publisher.send(settings.shadow_topic, key, value))
+
+    def make_shadow(candidate: ServingModel) -> ShadowScorer:
+        return ShadowScorer(candidate, settings.shadow_share, settings.shadow_window, executor, send_shadow,
+                            settings.worker_id)
+
+    if settings.bundle_store is not None:
+        runtime.swapper = ModelSwapper(BundleStore(settings.bundle_store), settings, executor, processor, make_shadow)
+
+        @app.timer(settings.bundle_poll_seconds, name="bundle_store")
+        async def follow_the_store() -> None:
+            assert runtime.swapper is not None
+            try:
+                await runtime.swapper.poll()
+            except Exception:  # noqa: BLE001 - a store hiccup must not stop serving
+                log.exception("reading the bundle store failed; the current model keeps serving")
+
+        @app.task
+        async def first_poll() -> None:  # a shadow named at start-up, without waiting a poll interval
+            assert runtime.swapper is not None
+            runtime.swapper.state.stamp = None
+            await runtime.swapper.poll()
 
     @app.agent(input_topic, name="categorize")
     async def categorize(stream: StreamT[bytes]) -> None:
         try:
             async for event in stream.events():
+                record = _record(app, event)  # holds the message: only the commit step's ack releases it
                 if processor.failed:
-                    continue  # stopping: take nothing more (nothing after a failure is acked anyway)
-                await batcher.add(_record(app, event))
+                    # Stopping: take nothing more. Skipping the message instead would let Faust's own
+                    # ack release it, and a new group would commit past the failed batch.
+                    await asyncio.Event().wait()
+                await batcher.add(record)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an agent that dies silently would stall the partitions
@@ -270,13 +311,22 @@ def build_app(settings: Settings, bundle: Bundle, pipeline: Pipeline) -> Runtime
     async def readyz(web: Any, request: Any) -> Any:
         verdict = health.readiness(runtime.bundle_loaded, runtime.assigned_input_partitions(), app.rebalancing,
                                    runtime.broken)
-        return web.json({"status": "ready" if verdict.ok else "not_ready", "detail": verdict.detail},
-                        status=verdict.status)
+        shadow = processor.shadow
+        body = {
+            "status": "ready" if verdict.ok else "not_ready",
+            "detail": verdict.detail,
+            "model_version": processor.model.version,
+            "shadow_version": shadow.version if shadow is not None else None,
+            "refused_bundle": runtime.swapper.state.refused if runtime.swapper is not None else None,
+        }
+        return web.json(body, status=verdict.status)
 
     @app.on_before_shutdown.connect
     async def _drain(app: faust.App, **_: Any) -> None:
         # wait_empty already waited for acked messages; this catches batches that were still sending.
         await processor.drain()
+        if processor.shadow is not None:
+            await processor.shadow.drain()
         executor.shutdown(wait=False, cancel_futures=True)
 
     return runtime

@@ -14,6 +14,10 @@ Contract of `BatchProcessor.submit(records)`:
   No input can raise out of the batch (validation is total; an output refused as too large becomes a
   dead letter).
 * It waits while ``max_in_flight`` batches are pending (backpressure: the agent stops taking).
+* The batch is scored, drift-tracked and labelled by the `ServingModel` that serves when the batch
+  is submitted; `swap(model)` changes it from the next submitted batch on (a hot swap between
+  micro-batches: no batch is scored half by each version, and per partition the outputs'
+  ``model_version`` switches once, in offset order).
 * Outputs are handed to the producer in batch order, so one partition's outputs keep its input
   order, and the drift tracker sees messages in consumption order.
 """
@@ -26,35 +30,18 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 from stream_app import metrics
 from stream_app.core.pipeline import Prediction
-from stream_app.messages import ProductEvent
 from stream_app.worker.commit import AckTurn, OrderedAcks
 from stream_app.worker.dead_letters import Rejected, Valid, classify, inference_failure
-from stream_app.worker.inference import Inference
 from stream_app.worker.outputs import Output, OutputBuilder
 from stream_app.worker.publish import Publish
 from stream_app.worker.record import Record
+from stream_app.worker.serving import ServingModel
+from stream_app.worker.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)
-
-
-class Alert(Protocol):
-    key: bytes
-    value: bytes
-    type: str
-    recommendation: str
-
-
-class DriftSink(Protocol):
-    """Per-message drift bookkeeping, fed every consumed message in consumption order."""
-
-    def observe(
-        self, partition: int, offset: int, processed_at: datetime,
-        prediction: Prediction | None = None, event: ProductEvent | None = None,
-    ) -> Sequence[Alert]: ...
 
 
 @dataclass
@@ -73,21 +60,17 @@ class BatchProcessor:
     def __init__(
         self,
         *,
-        render: Callable[[dict[str, Any]], str],
-        inference: Inference,
+        model: ServingModel,
         outputs: OutputBuilder,
         publish: Publish,
-        drift: DriftSink,
         max_in_flight: int,
         max_message_bytes: int,
         on_fatal: Callable[[BaseException], Awaitable[None]],
         progress: Progress | None = None,
     ) -> None:
-        self._render = render
-        self._inference = inference
+        self.model = model
         self._outputs = outputs
         self._publish = publish
-        self._drift = drift
         self._slots = asyncio.Semaphore(max_in_flight)
         self._max_bytes = max_message_bytes
         self._on_fatal = on_fatal
@@ -96,12 +79,17 @@ class BatchProcessor:
         self._previous_sent: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._before_inference = 0  # batches submitted whose model call has not finished
+        self.shadow: ShadowScorer | None = None  # a candidate scoring a share of the messages, off the path
         self.on_inference_idle: Callable[[], None] | None = None
         self.on_batch_done: Callable[[Sequence[Record]], None] | None = None
 
     @property
     def failed(self) -> bool:
         return self._acks.failed
+
+    def swap(self, model: ServingModel) -> None:
+        """Serve ``model`` from the next submitted batch on (batches already taken keep theirs)."""
+        self.model = model
 
     def inference_idle(self) -> bool:
         """True when no submitted batch waits for or runs a model call."""
@@ -125,7 +113,7 @@ class BatchProcessor:
         loop = asyncio.get_running_loop()
         previous, sent = self._previous_sent, loop.create_future()
         self._previous_sent = sent
-        task = loop.create_task(self._process(batch, previous, sent, self._acks.turn()))
+        task = loop.create_task(self._process(batch, self.model, previous, sent, self._acks.turn()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -137,14 +125,17 @@ class BatchProcessor:
     # -- one batch ---------------------------------------------------------------------------------
 
     async def _process(
-        self, records: list[Record], previous: asyncio.Future[None] | None, sent: asyncio.Future[None],
-        turn: AckTurn,
+        self, records: list[Record], model: ServingModel, previous: asyncio.Future[None] | None,
+        sent: asyncio.Future[None], turn: AckTurn,
     ) -> None:
         try:
-            outcomes, results = await self._validate_and_infer(records)
+            outcomes, results, texts = await self._validate_and_infer(records, model)
+            if self.shadow is not None:
+                self.shadow.offer([(records[i], texts[i], p) for i, p in results.items() if isinstance(p, Prediction)],
+                                  model.version)
             if previous is not None:
                 await asyncio.shield(previous)  # keep send order across batches
-            deliveries = [await self._publish.send(r, self._outputs_of(r, o, results.get(i)))
+            deliveries = [await self._publish.send(r, self._outputs_of(model, r, o, results.get(i)))
                           for i, (r, o) in enumerate(zip(records, outcomes, strict=True))]
             sent.set_result(None)
             for delivery in deliveries:
@@ -169,20 +160,22 @@ class BatchProcessor:
                 self.on_batch_done(records)
 
     async def _validate_and_infer(
-        self, records: list[Record]
-    ) -> tuple[list[Valid | Rejected], dict[int, Prediction | Rejected]]:
+        self, records: list[Record], model: ServingModel
+    ) -> tuple[list[Valid | Rejected], dict[int, Prediction | Rejected], dict[int, str]]:
+        """Outcome per record; prediction and rendered text per valid record's index."""
         try:
             outcomes = [classify(r.value, self._max_bytes) for r in records]
-            valid = [(i, o.event) for i, o in enumerate(outcomes) if isinstance(o, Valid)]
-            texts = [self._render(event.text_fields()) for _, event in valid]
-            predictions = await self._inference(texts)
-            return outcomes, {i: p for (i, _), p in zip(valid, predictions, strict=True)}
+            texts = {i: model.render(o.event.text_fields()) for i, o in enumerate(outcomes) if isinstance(o, Valid)}
+            predictions = await model.inference(list(texts.values()))
+            return outcomes, dict(zip(texts, predictions, strict=True)), texts
         finally:
             self._before_inference -= 1
             if self._before_inference == 0 and self.on_inference_idle is not None:
                 self.on_inference_idle()
 
-    def _outputs_of(self, record: Record, outcome: Valid | Rejected, result: Prediction | Rejected | None) -> list[Output]:
+    def _outputs_of(
+        self, model: ServingModel, record: Record, outcome: Valid | Rejected, result: Prediction | Rejected | None
+    ) -> list[Output]:
         """The record's primary output, then the drift alerts it raised (consumption order)."""
         processed_at = datetime.now(UTC)
         event = outcome.event if isinstance(outcome, Valid) else None
@@ -195,11 +188,11 @@ class BatchProcessor:
         else:
             try:
                 assert event is not None and prediction is not None
-                primary = self._outputs.categorized(record, event, prediction)
+                primary = self._outputs.categorized(record, event, prediction, model.version)
             except Exception as exc:  # noqa: BLE001 - e.g. NaN scores: this message's failure
                 primary, prediction = self._outputs.dead_letter(record, inference_failure(exc)), None
         outputs = [primary]
-        for alert in self._drift.observe(record.partition, record.offset, processed_at, prediction,
+        for alert in model.drift.observe(record.partition, record.offset, processed_at, prediction,
                                          event if prediction is not None else None):
             outputs.append(Output(self._outputs.topics.drift, alert.key, alert.value, f"alert:{alert.type}"))
             metrics.DRIFT_ALERTS.labels(type=alert.type, recommendation=alert.recommendation).inc()

@@ -6,6 +6,10 @@ Contract:
   names the invalid field (for schema violations). Checks run cheapest first: size, UTF-8, JSON,
   object, schema. JSON is read as RFC 8259 text with Python's usual leniency: a leading UTF-8 BOM is
   skipped, NaN/Infinity literals are accepted, and of duplicate keys the last one wins.
+  Speed: ordinary products are parsed by orjson (`_fast_object`), which decides nothing differently:
+  it is used only where its result is the reference parser's (``json.loads`` of the UTF-8 text),
+  and everything else (a BOM, NaN, an integer beyond 64 bits, deep nesting, invalid UTF-8, any
+  refusal) takes the reference path. tests/worker/test_fast_paths.py checks both on the same inputs.
 * `dead_letter(...)` builds the DLQ record of any input and any `Rejected`. The record, its Kafka key
   (`dlq_key`) and the record overhead together never exceed ``max_bytes``: the base64 copies of key
   and value are cut (``key_truncated`` / ``value_truncated``, with the original sizes) to fit.
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from stream_app.messages import DeadLetter, DeadLetterError, DeadLetterReason, ProductEvent, SourceRef, b64
@@ -64,6 +69,37 @@ class Rejected:
         )
 
 
+# The fields `ProductEvent` reads; every other field is ignored whatever it holds.
+_TYPED_FIELDS = ("product_id", "title", "tags", "description", "event_time")
+# Python's parser raises RecursionError at a nesting depth that depends on the caller's stack (about
+# 1,000 minus its depth), orjson at 1,024: inputs with this many brackets or more take the reference path.
+_FAST_MAX_BRACKETS = 256
+
+
+def _fast_object(value: bytes) -> dict[str, Any] | None:
+    """orjson's parse of ``value`` when it is a JSON object equal to the reference parser's, else None.
+
+    orjson refuses (and so leaves to the reference path) a UTF-8 BOM, NaN/Infinity, numbers that
+    overflow a double, lone surrogate escapes, invalid UTF-8 and nesting over 1,024. What it accepts
+    differently: an integer beyond 64 bits becomes a float. Ignored fields may hold anything; a float
+    in a field `ProductEvent` reads may have been such an integer, so such objects take the reference
+    path too (epoch milliseconds written as a float are rare).
+    """
+    if value.count(b"[") + value.count(b"{") >= _FAST_MAX_BRACKETS:
+        return None
+    try:
+        obj = orjson.loads(value)
+    except Exception:  # noqa: BLE001 - any refusal: the reference parser decides
+        return None
+    if type(obj) is not dict:  # the "not an object" detail names the type: let the reference parser say it
+        return None
+    for name in _TYPED_FIELDS:
+        field = obj.get(name)
+        if type(field) is float or (type(field) is list and any(type(item) is float for item in field)):
+            return None
+    return obj
+
+
 def _parse_int(text: str) -> int | float:
     if len(text) <= _MAX_INT_DIGITS:
         return int(text)
@@ -100,14 +136,16 @@ def classify(value: bytes | None, max_bytes: int) -> Valid | Rejected:
             "PayloadTooLarge",
             f"value is {len(value)} bytes, over STREAM_MAX_MESSAGE_BYTES={max_bytes}",
         )
-    try:
-        text = value.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return Rejected(DeadLetterReason.NOT_UTF8, type(exc).__name__, _describe(exc))
-    try:
-        obj: Any = json.loads(text, parse_int=_parse_int)
-    except Exception as exc:  # noqa: BLE001 - JSONDecodeError, RecursionError (nesting), MemoryError...
-        return Rejected(DeadLetterReason.INVALID_JSON, type(exc).__name__, _describe(exc)[:500])
+    obj: Any = _fast_object(value)
+    if obj is None:  # the reference path
+        try:
+            text = value.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            return Rejected(DeadLetterReason.NOT_UTF8, type(exc).__name__, _describe(exc))
+        try:
+            obj = json.loads(text, parse_int=_parse_int)
+        except Exception as exc:  # noqa: BLE001 - JSONDecodeError, RecursionError (nesting), MemoryError...
+            return Rejected(DeadLetterReason.INVALID_JSON, type(exc).__name__, _describe(exc)[:500])
     if not isinstance(obj, dict):
         return Rejected(DeadLetterReason.NOT_AN_OBJECT, "TypeError", f"expected a JSON object, got {type(obj).__name__}")
     try:

@@ -9,6 +9,10 @@ window's drift is decided, at most one per window and type) and ``resolved`` rec
 clean window of a (partition, type) after an alert). Each record's ``alert_id`` is a hash of the
 window (input topic, partition, offsets), the type, the model version and the consumer group, so a
 record re-sent after a crash and replay has the same id (see `stream_app.core.drift.alerts.alert_id`).
+The monitor also runs the sequential test (``embedding_drift_sequential``: a Bernoulli CUSUM of the
+outlier flag, `stream_app.core.drift.cusum`), whose id hashes the partition and the run of evidence
+``[run_start_offset, alarm_offset + 1)``: a replay that restarts the statistic at or before the run
+start re-sends it with the same id.
 
 Gauges (over this worker's last ``STREAM_DRIFT_WINDOW`` consumed messages, all partitions
 together): ``stream_dlq_ratio`` (dead-lettered share, logged as an ERROR above
@@ -40,7 +44,7 @@ class AlertRecord:
 
     key: bytes  # Kafka key: the alert type as UTF-8 (one partition `drift` topic keeps them ordered)
     value: bytes  # the record's JSON (`stream_app.messages.drift_alert_adapter`)
-    type: str  # "embedding_drift" | "category_mix"
+    type: str  # "embedding_drift" | "category_mix" | "embedding_drift_sequential"
     recommendation: str  # "investigate" | "retrain" | "resolved"
 
 
@@ -73,6 +77,7 @@ class DriftTracker:
             alpha=settings.drift_alpha,
             category_alpha=settings.category_mix_alpha,
             retrain_after=settings.drift_retrain_after,
+            sequential=True,
         )
         return cls(monitor, settings.drift_window, settings.dlq_alert_ratio)
 

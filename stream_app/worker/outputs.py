@@ -3,6 +3,11 @@
 Contract: every `Output` built here serializes to at most ``max_output_bytes`` (STREAM_MAX_OUTPUT_BYTES):
 a categories message is small by construction (ProductEvent bounds the product id; a few categories),
 and is checked anyway; a dead letter cuts its copies of key and value to fit (`dead_letters`).
+
+Speed: a ``categories`` record is written by orjson straight from the prediction, byte for byte what
+``CategorizedProduct(...).model_dump_json()`` writes (tests/worker/test_fast_paths.py compares
+them); a record the model would refuse (a NaN or out-of-range score...) is built by the model
+itself, which raises as it always did. Dead letters (rare) still go through their pydantic model.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import orjson
 
 from stream_app import metrics
 from stream_app.core.pipeline import Prediction
@@ -39,26 +46,17 @@ class Output:
 
 
 class OutputBuilder:
-    def __init__(self, model_version: str, topics: Topics, max_output_bytes: int) -> None:
-        self.model_version = model_version
+    def __init__(self, topics: Topics, max_output_bytes: int) -> None:
         self.topics = topics
         self.max_output_bytes = max_output_bytes
 
-    def categorized(self, record: Record, event: ProductEvent, prediction: Prediction) -> Output:
+    def categorized(self, record: Record, event: ProductEvent, prediction: Prediction, model_version: str) -> Output:
         """The ``categories`` record; raises ValueError when it cannot be built (e.g. NaN scores)."""
         drift = prediction.drift
-        message = CategorizedProduct(
-            product_id=event.product_id,
-            categories=[CategoryOut(name=c.name, score=float(c.score)) for c in prediction.categories],
-            top_category=prediction.top_category,
-            model_version=self.model_version,
-            drift=DriftOut(distance=float(drift.distance), nearest_centroid=int(drift.nearest_centroid),
-                           outlier=bool(drift.outlier)),
-            event_time=event.event_time,
-            processed_at=datetime.now(UTC),
-            source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
-        )
-        value = message.model_dump_json().encode("utf-8")
+        processed_at = _utcnow()
+        value = _categorized_json(record, event, prediction, model_version, processed_at)
+        if value is None:  # the model refuses it: let the model say why (it raises)
+            value = _validated_json(record, event, prediction, model_version, processed_at)
         if len(value) > self.max_output_bytes:
             raise ValueError(f"categories record is {len(value)} bytes, over STREAM_MAX_OUTPUT_BYTES")
         metrics.DRIFT_DISTANCE.observe(float(drift.distance))
@@ -78,3 +76,59 @@ class OutputBuilder:
         """A small dead letter replacing an output that the producer or the broker refused as too large."""
         detail = f"{output.what} record of {len(output.value)} bytes refused as too large: {error}"
         return self.dead_letter(record, output_too_large(detail), max_bytes)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _validated_json(record: Record, event: ProductEvent, prediction: Prediction, model_version: str,
+                    processed_at: datetime) -> bytes:
+    """The ``categories`` record through its pydantic model (raises what the model refuses)."""
+    drift = prediction.drift
+    message = CategorizedProduct(
+        product_id=event.product_id,
+        categories=[CategoryOut(name=c.name, score=float(c.score)) for c in prediction.categories],
+        top_category=prediction.top_category,
+        model_version=model_version,
+        drift=DriftOut(distance=float(drift.distance), nearest_centroid=int(drift.nearest_centroid),
+                       outlier=bool(drift.outlier)),
+        event_time=event.event_time,
+        processed_at=processed_at,
+        source=SourceRef(topic=record.topic, partition=record.partition, offset=record.offset),
+    )
+    return message.model_dump_json().encode("utf-8")
+
+
+def _categorized_json(record: Record, event: ProductEvent, prediction: Prediction, model_version: str,
+                      processed_at: datetime) -> bytes | None:
+    """`_validated_json`'s bytes written directly, or None when `CategorizedProduct` would refuse a value.
+
+    The checks are the model's constraints (messages.py); keys in the model's field order, compact
+    separators, floats in shortest round-trip form and UTC datetimes with a ``Z``, as pydantic writes them.
+    """
+    try:
+        categories = [{"name": c.name, "score": float(c.score)} for c in prediction.categories]
+        drift = prediction.drift
+        distance, nearest = float(drift.distance), int(drift.nearest_centroid)
+        product_id, event_time = event.product_id, event.event_time
+    except Exception:  # noqa: BLE001 - the model path raises the same error
+        return None
+    if not (categories and all(type(c["name"]) is str and 0.0 <= c["score"] <= 1.0 for c in categories)
+            and 0.0 <= distance <= 2.0 and nearest >= 0 and record.partition >= 0 and record.offset >= 0
+            and type(record.topic) is str and type(model_version) is str
+            and type(product_id) in (str, int) and (event_time is None or type(event_time) is datetime)):
+        return None
+    try:
+        return orjson.dumps({
+            "product_id": product_id,
+            "categories": categories,
+            "top_category": categories[0]["name"],
+            "model_version": model_version,
+            "drift": {"distance": distance, "nearest_centroid": nearest, "outlier": bool(drift.outlier)},
+            "event_time": event_time,
+            "processed_at": processed_at,
+            "source": {"topic": record.topic, "partition": record.partition, "offset": record.offset},
+        }, option=orjson.OPT_UTC_Z)
+    except (TypeError, ValueError):  # e.g. a time zone orjson does not know: the model path writes it
+        return None

@@ -1,8 +1,8 @@
 """Start-up of the worker process: check everything that can be checked, then run Faust.
 
-Contract: `run_worker(settings)` validates the bundle (BundleError naming the file), warms the
-model up, creates the four topics explicitly (Tansu would auto-create them with 4 partitions) and
-runs the Faust worker until SIGTERM/SIGINT, which drain in-flight batches and commit. A failure
+Contract: `run_worker(settings)` loads the bundle to serve (STREAM_BUNDLE_PATH, or the serving
+version of STREAM_BUNDLE_STORE), verifies it (checksums, a canary text through the model), creates
+its topics explicitly (Tansu would auto-create them with 4 partitions) and runs the Faust worker until SIGTERM/SIGINT, which drain in-flight batches and commit. A failure
 before Faust starts raises `StartupError` with a message naming the setting or file.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from stream_app.settings import Settings
 
@@ -38,23 +40,37 @@ def _create_topics(settings: Settings, deadline_s: float = 30.0) -> None:
             time.sleep(1.0)
 
 
+def _serving_path(settings: Settings) -> tuple[Path, str]:
+    """The bundle to serve first, and the setting that named it (for error messages)."""
+    from stream_app.core.store import BundleStore, StoreError
+
+    if settings.bundle_store is None:
+        return settings.bundle_path, f"STREAM_BUNDLE_PATH={settings.bundle_path}"
+    where = f"STREAM_BUNDLE_STORE={settings.bundle_store}"
+    try:
+        path = BundleStore(settings.bundle_store).serving_path()
+    except StoreError as exc:
+        raise StartupError(f"{where}: {exc}") from exc
+    if path is None:
+        raise StartupError(f"{where}: nothing promoted yet (python -m export promote --store DIR --from BUNDLE)")
+    return path, where
+
+
 def run_worker(settings: Settings) -> None:
     """Blocks until the worker stops; the process exit code is Faust's (0 on a clean stop)."""
-    from stream_app.core.bundle import Bundle, BundleError
-    from stream_app.core.pipeline import Pipeline
+    from stream_app.worker.serving import ModelLoadError, load_model
 
     logging.basicConfig(
         level=settings.log_level.value.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
+    path, where = _serving_path(settings)
+    # One model call at a time: a second concurrent onnxruntime run would only fight for the same
+    # cores (STREAM_INFERENCE_THREADS); batches in flight still overlap inference with I/O.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     try:
-        bundle = Bundle.load(settings.bundle_path)
-    except BundleError as exc:
-        raise StartupError(f"STREAM_BUNDLE_PATH={settings.bundle_path}: {exc}") from exc
-    try:
-        pipeline = Pipeline(bundle, threads=settings.inference_threads, batch_size=settings.model_batch_size)
-        pipeline.predict(["warm up"])  # first run allocates; keep it out of the first batch's latency
-    except Exception as exc:
-        raise StartupError(f"STREAM_BUNDLE_PATH={settings.bundle_path}: model does not run: {exc!r}") from exc
+        model = load_model(path, settings, executor)
+    except ModelLoadError as exc:
+        raise StartupError(f"{where}: {exc}") from exc
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -65,6 +81,10 @@ def run_worker(settings: Settings) -> None:
 
     from stream_app.worker.app import build_app
 
-    runtime = build_app(settings, bundle, pipeline)
+    runtime = build_app(settings, model, executor)
     worker = faust.Worker(runtime.app, loglevel=settings.log_level.value, quiet=True)
+    # No terminal spinner: at WARNING and above Faust hangs it on the root logger and sets the root
+    # level to DEBUG, so every library's debug record is built and handled (aiokafka logs several per
+    # message sent): measurable CPU on the event loop (docs/benchmarks.md, profile).
+    worker.spinner = None
     worker.execute_from_commandline()

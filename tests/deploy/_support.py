@@ -22,6 +22,10 @@ COUNTERS = {
     "stream_messages_produced_total",
     "stream_dead_letters_total",
     "stream_drift_alerts_total",
+    "stream_model_swaps_total",
+    "stream_shadow_messages_total",
+    "stream_shadow_seconds_total",
+    "stream_shadow_failures_total",
 }
 HISTOGRAMS = {
     "stream_batch_size",
@@ -29,7 +33,8 @@ HISTOGRAMS = {
     "stream_end_to_end_latency_seconds",
     "stream_drift_distance",
 }
-GAUGES = {"stream_outlier_ratio", "stream_batches_in_flight", "stream_dlq_ratio", "stream_consumer_lag", "stream_model_info"}
+GAUGES = {"stream_outlier_ratio", "stream_batches_in_flight", "stream_dlq_ratio", "stream_consumer_lag", "stream_model_info",
+          "stream_shadow_agreement"}
 KNOWN_SERIES = (
     COUNTERS
     | GAUGES

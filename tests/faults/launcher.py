@@ -97,8 +97,8 @@ def _source(value: bytes | None) -> tuple[int, int] | None:
         return None
 
 
-def _env_float(name: str) -> float | None:
-    raw = os.environ.get(name, "").strip()
+def _env_float(env: dict[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip()
     return float(raw) if raw else None
 
 
@@ -116,7 +116,7 @@ def install(environ: dict[str, str] | None = None) -> dict[str, str]:
     action = env.get("FAULT_SEND_ACTION", "hang").strip()
     fail_after = env.get("FAULT_SEND_FAIL_AFTER", "").strip()
     fail_after_n = int(fail_after) if fail_after else None
-    fail_seconds = _env_float("FAULT_SEND_FAIL_SECONDS")
+    fail_seconds = _env_float(env, "FAULT_SEND_FAIL_SECONDS")
     fail_mode = env.get("FAULT_SEND_FAIL_MODE", "raise").strip()
     if action.split(":")[0] not in {"hang", "delay", "raise", "fail"} or fail_mode not in {"raise", "fail"}:
         raise SystemExit(f"fault launcher: bad FAULT_SEND_ACTION={action!r} or FAULT_SEND_FAIL_MODE={fail_mode!r}")
@@ -169,7 +169,7 @@ def install(environ: dict[str, str] | None = None) -> dict[str, str]:
     # -- model ------------------------------------------------------------------------------------
     predict_fail_after = env.get("FAULT_PREDICT_FAIL_AFTER", "").strip()
     predict_fail_n = int(predict_fail_after) if predict_fail_after else None
-    predict_delay = _env_float("FAULT_PREDICT_DELAY_S")
+    predict_delay = _env_float(env, "FAULT_PREDICT_DELAY_S")
     calls = itertools.count(1)
     calls_lock = threading.Lock()
     original_predict = Pipeline.predict

@@ -12,6 +12,7 @@ from stream_app.worker.batching import BatchProcessor
 from stream_app.worker.inference import Inference, ModelBroken
 from stream_app.worker.outputs import OutputBuilder, Topics
 from stream_app.worker.publish import Publish, RecordTooLarge
+from stream_app.worker.serving import ServingModel
 from tests.worker.fakes import NoDrift, Publisher, prediction, record
 
 TOPICS = Topics("out", "drift", "dlq")
@@ -23,7 +24,7 @@ def healthy(texts: list[str]) -> list[Prediction]:
 
 def make(publisher: Any, predict: Any = healthy, max_in_flight: int = 2,
          fatal: list[BaseException] | None = None) -> tuple[BatchProcessor, NoDrift]:
-    builder = OutputBuilder("v1", TOPICS, 1_048_576)
+    builder = OutputBuilder(TOPICS, 1_048_576)
 
     async def on_fatal(exc: BaseException) -> None:
         if fatal is not None:
@@ -31,11 +32,15 @@ def make(publisher: Any, predict: Any = healthy, max_in_flight: int = 2,
 
     drift = NoDrift()
     processor = BatchProcessor(
-        render=lambda fields: str(fields["title"]), inference=Inference(predict, ThreadPoolExecutor(1)),
-        outputs=builder, publish=Publish(publisher, builder.refused), drift=drift, max_in_flight=max_in_flight,
-        max_message_bytes=1_000_000, on_fatal=on_fatal,
+        model=model("v1", predict, drift), outputs=builder, publish=Publish(publisher, builder.refused),
+        max_in_flight=max_in_flight, max_message_bytes=1_000_000, on_fatal=on_fatal,
     )
     return processor, drift
+
+
+def model(version: str, predict: Any = healthy, drift: NoDrift | None = None) -> ServingModel:
+    return ServingModel(version, lambda fields: str(fields["title"]), Inference(predict, ThreadPoolExecutor(1)),
+                        drift or NoDrift())
 
 
 def run(scenario: Any) -> Any:
@@ -207,3 +212,16 @@ def test_the_drift_tracker_sees_every_message_in_order() -> None:
         return drift
 
     assert run(scenario).seen == [(0, 0, True), (0, 1, False), (0, 2, True), (0, 3, True)]
+
+
+def test_a_swap_takes_effect_from_the_next_batch_and_never_splits_one() -> None:
+    async def scenario() -> list[str]:
+        publisher = Publisher()
+        processor, _ = make(publisher)
+        await processor.submit([record(0), record(1)])
+        processor.swap(model("v2"))
+        await processor.submit([record(2), record(3)])
+        await processor.drain()
+        return [json.loads(v)["model_version"] for _, _, v in publisher.sent]
+
+    assert run(scenario) == ["v1", "v1", "v2", "v2"]

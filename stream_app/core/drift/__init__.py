@@ -8,8 +8,11 @@ same way, and carries a deterministic ``alert_id`` (``alerts.alert_id``).
   ``dead_letter(partition, offset, processed_at)`` return the records to publish.
 * ``OutlierRateDetector`` (outlier_window): binomial test of the share of embeddings beyond tau.
 * ``CategoryMixDetector`` (category_mix): chi-square test of the predicted top-category mix.
-* Records (alerts): ``EmbeddingDriftAlert``, ``CategoryMixAlert`` (``status: firing``) and
-  ``DriftResolved`` (``status: resolved``): the ``drift`` topic messages.
+* ``SequentialOutlierDetector`` (cusum): one-sided Bernoulli CUSUM of the outlier flag across
+  windows (``BernoulliCusum``, threshold from the exact run length of ``design_cusum``): alerts
+  ``embedding_drift_sequential`` when the window test is not already reporting the partition.
+* Records (alerts): ``EmbeddingDriftAlert``, ``CategoryMixAlert``, ``SequentialDriftAlert``
+  (``status: firing``) and ``DriftResolved`` (``status: resolved``): the ``drift`` topic messages.
 """
 
 from stream_app.core.drift.alerts import (
@@ -24,10 +27,20 @@ from stream_app.core.drift.alerts import (
     EmbeddingDriftAlert,
     EmbeddingThresholds,
     MovedCentroid,
+    SequentialDriftAlert,
+    SequentialThresholds,
     alert_id,
 )
 from stream_app.core.drift.binomial import critical_count, tail_probability
 from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, CategoryMixDetector
+from stream_app.core.drift.cusum import (
+    BernoulliCusum,
+    CusumAlarm,
+    CusumDesign,
+    SequentialOutlierDetector,
+    average_run_length,
+    design_cusum,
+)
 from stream_app.core.drift.false_alarms import simulate_false_alarm_rate, simulate_false_alarms
 from stream_app.core.drift.monitor import DriftMonitor, PartitionWindows
 from stream_app.core.drift.observation import Observation
@@ -41,10 +54,13 @@ __all__ = [
     "MIN_CLEAN_SHARE",
     "AlertContext",
     "AlertWindow",
+    "BernoulliCusum",
     "CategoryCount",
     "CategoryMixAlert",
     "CategoryMixDetector",
     "CategoryThresholds",
+    "CusumAlarm",
+    "CusumDesign",
     "DriftAlert",
     "DriftMonitor",
     "DriftRecord",
@@ -56,8 +72,13 @@ __all__ = [
     "OpenWindow",
     "OutlierRateDetector",
     "PartitionWindows",
+    "SequentialDriftAlert",
+    "SequentialOutlierDetector",
+    "SequentialThresholds",
     "alert_id",
+    "average_run_length",
     "critical_count",
+    "design_cusum",
     "simulate_false_alarm_rate",
     "simulate_false_alarms",
     "tail_probability",

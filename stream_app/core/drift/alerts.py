@@ -9,6 +9,9 @@ same messages always fall into the same window, whichever worker consumes them a
   ``retrain_after`` consecutive windows drifted.
 * ``status: "resolved"``: ``DriftResolved``, one per drift episode, after the first clean window
   that follows a firing alert of the same (partition, type); ``resolves`` names that alert.
+* ``SequentialDriftAlert`` (type ``embedding_drift_sequential``, ``status: "firing"``): the CUSUM of
+  the outlier flag crossed its threshold (``cusum``); it names the aligned window it fired in and,
+  in ``run_start_offset``/``alarm_offset``, the run of evidence its id is derived from. Never resolved.
 
 ``alert_id`` is deterministic (`alert_id`): a pager deduplicates re-sent records by it.
 """
@@ -24,7 +27,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Recommendation = Literal["investigate", "retrain"]
-AlertType = Literal["embedding_drift", "category_mix"]
+AlertType = Literal["embedding_drift", "category_mix"]  # the windowed tests (resolved records name one)
+SequentialType = Literal["embedding_drift_sequential"]
 Status = Literal["firing", "resolved"]
 
 ALERT_ID_CHARS = 32
@@ -32,7 +36,7 @@ ALERT_ID_CHARS = 32
 
 def alert_id(
     status: Status,
-    alert_type: AlertType,
+    alert_type: AlertType | SequentialType,
     model_version: str,
     group_id: str,
     topic: str,
@@ -49,6 +53,8 @@ def alert_id(
     window; the re-sent alert must carry the same id so that the pager deduplicates it. (Its body
     may differ: ``worker_id``, ``created_at``, and ``consecutive_windows``/``recommendation``, which
     restart from zero in a new process.)
+
+    A sequential alert passes ``[run_start_offset, alarm_offset + 1)`` as its offsets (``cusum``).
     """
     material = json.dumps(
         ["drift/v1", status, alert_type, model_version, group_id, topic, int(partition), int(start_offset),
@@ -109,6 +115,17 @@ class CategoryThresholds(_Frozen):
     min_expected: float = Field(gt=0, description="bins with fewer expected messages are merged")
 
 
+class SequentialThresholds(_Frozen):
+    """The numbers the embedding_drift_sequential decision used (integer Bernoulli CUSUM, ``cusum``)."""
+
+    tau: float | None = Field(description="cosine distance beyond which a message is an outlier (calibration)")
+    expected_rate: float = Field(gt=0, lt=1, description="p0: outlier rate in distribution (1 - quantile)")
+    alternative_rate: float = Field(gt=0, lt=1, description="p1: the outlier rate the CUSUM is tuned to detect")
+    threshold: float = Field(gt=0, description="h: alarm when the log-likelihood-ratio statistic reaches it")
+    calibrated_rate: float = Field(gt=0, lt=1, description="in-control rate at which h was calibrated (>= p0)")
+    in_control_arl: float = Field(gt=0, description="exact mean messages between false alarms at calibrated_rate")
+
+
 class MovedCentroid(_Frozen):
     """A centroid that attracted more of the window's messages than in the reference."""
 
@@ -134,7 +151,7 @@ class _Record(_Frozen):
     model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
 
     # type and status first: what a reader of the topic looks at first (subclasses narrow them).
-    type: AlertType
+    type: AlertType | SequentialType
     status: Status
     alert_id: str = Field(description="deterministic: same for a re-sent record of the same window (see alert_id)")
     model_version: str
@@ -178,10 +195,31 @@ class CategoryMixAlert(_Record):
     recommendation: Recommendation
 
 
+class SequentialDriftAlert(_Record):
+    """The outlier rate rose: the CUSUM of the outlier flag reached its threshold (an early warning).
+
+    ``window`` is the aligned window it fired in (at most one such alert per window); the evidence is
+    the run ``[run_start_offset, alarm_offset]`` of the partition, which may span several windows.
+    """
+
+    type: Literal["embedding_drift_sequential"] = "embedding_drift_sequential"
+    status: Literal["firing"] = "firing"
+    run_start_offset: int = Field(ge=0, description="first offset of the run (the statistic last left 0 there); part of alert_id")
+    alarm_offset: int = Field(ge=0, description="offset of the message that crossed the threshold; part of alert_id")
+    n: int = Field(ge=1, description="observations in the run")
+    outliers: int = Field(ge=1, description="outliers in the run")
+    expected: float = Field(ge=0, description="n * p0")
+    statistic: float = Field(ge=0, description="log-likelihood ratio of p1 against p0 accumulated over the run (>= threshold)")
+    thresholds: SequentialThresholds
+    top_moved_centroids: list[MovedCentroid] = Field(description="centroids that gained most during the run")
+    outlier_sample: list[str] = Field(description="product_ids of the first outliers of the run")
+    recommendation: Literal["investigate"] = Field("investigate", description="always investigate: the window tests decide retrain")
+
+
 class DriftResolved(_Record):
     """A (partition, type) that drifted had a clean window: ends the firing alert ``resolves``."""
 
-    type: AlertType
+    type: AlertType  # type: ignore[assignment]  # the windowed tests only
     status: Literal["resolved"] = "resolved"
     resolves: str = Field(description="alert_id of the last firing alert of this partition and type")
     drifted_windows: int = Field(ge=1, description="consecutive drifting windows this clean window ends")
@@ -191,5 +229,5 @@ class DriftResolved(_Record):
     thresholds: EmbeddingThresholds | CategoryThresholds
 
 
-DriftAlert = EmbeddingDriftAlert | CategoryMixAlert
-DriftRecord = EmbeddingDriftAlert | CategoryMixAlert | DriftResolved
+DriftAlert = EmbeddingDriftAlert | CategoryMixAlert | SequentialDriftAlert
+DriftRecord = EmbeddingDriftAlert | CategoryMixAlert | SequentialDriftAlert | DriftResolved

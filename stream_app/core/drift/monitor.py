@@ -3,8 +3,9 @@
 Windows
 -------
 Window k of partition p covers offsets ``[k*W, (k+1)*W)``. Each partition has its own detectors
-(one ``OutlierRateDetector`` and, when the bundle has a reference mix, one ``CategoryMixDetector``,
-created lazily on the partition's first message), so the windows, their verdicts and the
+(one ``OutlierRateDetector``, when the bundle has a reference mix one ``CategoryMixDetector``, and
+with ``sequential`` one ``SequentialOutlierDetector``, the CUSUM of ``cusum``; all created lazily on
+the partition's first message), so the windows, their verdicts and the
 investigate/retrain streak are per partition, and a window always holds the same messages whoever
 consumes them. Feed every consumed message of a partition, in offset order: ``update(obs)`` for a
 prediction, ``dead_letter(partition, offset, processed_at)`` for a message without one (it occupies
@@ -22,7 +23,11 @@ A window is judged only by a monitor that saw its first offset:
 * A forward jump that stays inside the open window keeps it: the offsets it skipped (consumed by
   another worker while the partition was away) just bring no observation. A backward jump abandons
   the open window (its offsets would be counted twice); it is recomputed from its start if the
-  replay reaches it.
+  replay reaches it. It also resets every detector, open window or not.
+
+The sequential detector is fed the same observations (so it too starts at a block start and restarts
+on a backward jump) but carries its statistic across windows; it is quiet while the partition's
+window test has decided the current window or has an ``embedding_drift`` alert firing.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, Protocol
 
 from stream_app.core.drift.alerts import AlertContext, DriftRecord
 from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, CategoryMixDetector
+from stream_app.core.drift.cusum import CusumDesign, SequentialOutlierDetector, design_cusum
 from stream_app.core.drift.observation import Observation
 from stream_app.core.drift.outlier_window import (
     DEFAULT_ALPHA,
@@ -44,7 +50,7 @@ from stream_app.core.drift.window import OpenWindow, utc_now
 
 
 class Detector(Protocol):
-    """What `PartitionWindows` needs of a detector (both detector classes satisfy it)."""
+    """What `PartitionWindows` needs of a detector (every detector class satisfies it)."""
 
     def update(self, obs: Observation, window: OpenWindow) -> DriftRecord | None: ...
 
@@ -71,11 +77,10 @@ class PartitionWindows:
             raise ValueError(f"offset must be >= 0, got {offset}")
         out: list[DriftRecord] = []
         window = self.window
-        if window is not None:
-            if offset >= window.end_offset:
-                out += self._close(window)
-            elif self.expected is not None and offset < self.expected:
-                self._abandon()
+        if self.expected is not None and offset < self.expected:
+            self._abandon()  # a jump back; also restarts a detector that carries state across windows
+        elif window is not None and offset >= window.end_offset:
+            out += self._close(window)
         self.expected = offset + 1
         if self.window is None:
             if offset % self.window_size:
@@ -138,13 +143,16 @@ class DriftMonitor:
         retrain_after: int = DEFAULT_RETRAIN_AFTER,
         sample_size: int = 10,
         clock: Callable[[], datetime] = utc_now,
+        sequential: bool | CusumDesign = False,
     ) -> DriftMonitor:
         """Detectors for every partition from the bundle's ``DriftCalibration`` (duck-typed).
 
         Uses ``calibration.quantile`` (p0 = 1 - quantile), ``calibration.tau`` (reported only),
         ``calibration.centroid_share`` and ``calibration.category_share`` (aligned with ``labels``).
-        An empty ``category_share`` disables the category-mix detector. Bad parameters (quantile,
-        alpha, a length mismatch) raise ``ValueError`` here, not on the first message.
+        An empty ``category_share`` disables the category-mix detector. ``sequential``: also run the
+        CUSUM (``True``: ``design_cusum(p0)`` with its defaults; or a ``CusumDesign`` for this p0).
+        Bad parameters (quantile, alpha, a length mismatch) raise ``ValueError`` here, not on the
+        first message.
         """
         quantile = float(calibration.quantile)
         if not 0.0 < quantile < 1.0:
@@ -153,21 +161,23 @@ class DriftMonitor:
         centroid_share = list(getattr(calibration, "centroid_share", []) or [])
         shares = list(getattr(calibration, "category_share", []) or [])
         labels = list(labels)
+        design = design_cusum(1.0 - quantile) if sequential is True else (sequential or None)
+        if design is not None and abs(design.p0 - (1.0 - quantile)) > 1e-12:
+            raise ValueError(f"sequential design is for p0 = {design.p0}, the calibration's is {1.0 - quantile}")
 
         def detectors(partition: int) -> list[Detector]:
-            made: list[Detector] = [
-                OutlierRateDetector(
-                    window_size=window,
-                    expected_rate=1.0 - quantile,
-                    alpha=alpha,
-                    retrain_after=retrain_after,
-                    reference_centroid_share=centroid_share,
-                    context=context,
-                    tau=None if tau is None else float(tau),
-                    sample_size=sample_size,
-                    clock=clock,
-                )
-            ]
+            window_test = OutlierRateDetector(
+                window_size=window,
+                expected_rate=1.0 - quantile,
+                alpha=alpha,
+                retrain_after=retrain_after,
+                reference_centroid_share=centroid_share,
+                context=context,
+                tau=None if tau is None else float(tau),
+                sample_size=sample_size,
+                clock=clock,
+            )
+            made: list[Detector] = [window_test]
             if shares:
                 made.append(
                     CategoryMixDetector(
@@ -177,6 +187,18 @@ class DriftMonitor:
                         alpha=category_alpha,
                         retrain_after=retrain_after,
                         context=context,
+                        clock=clock,
+                    )
+                )
+            if design is not None:
+                made.append(
+                    SequentialOutlierDetector(
+                        design,
+                        context=context,
+                        tau=None if tau is None else float(tau),
+                        reference_centroid_share=centroid_share,
+                        sample_size=sample_size,
+                        quiet=lambda: window_test.firing is not None or window_test.outliers >= window_test.critical,
                         clock=clock,
                     )
                 )
