@@ -201,7 +201,11 @@ def retrain(parent_dir: Path, data_files: list[Path], out: Path, *, sample: int 
         "retrained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "warm_start_note": note,
     }
-    result = build(config, progress)
+    try:
+        result = build(config, progress)
+    except BaseException:
+        catalog.unlink(missing_ok=True)  # build publishes nothing on failure; neither do we
+        raise
     return Retrained(result, catalog, sources, checkpoint, note)
 
 

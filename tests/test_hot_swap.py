@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stream_app.core.store import SERVING_FILE, BundleStore
-from tests.export.conftest import make_variant
+from tests.fixtures.bundle import make_variant
 from tests.worker_harness import (
     WorkerProcess,
     WorkerTopics,

@@ -25,6 +25,8 @@ NAMESPACE = "ml"
 FULLNAME = "pc-product-categorizer"
 
 SASL_SECRET = "kafka-scram-creds"
+STORE_URI = "s3://acme-ml-bundles/product-categorizer/store"
+STORE_PATH = "/srv/bundle-store"
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "eks": load_yaml(CHART_DIR / "values-eks.yaml"),
@@ -42,6 +44,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "bundle": {"volume": {"persistentVolumeClaim": {"claimName": "bundle-v2", "readOnly": True}}},
         "serviceMonitor": {"enabled": True},
         "podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": None},
+    },
+    # Bundles from an S3 store (init container + sync sidecar, IRSA), a pinned shadow, a NetworkPolicy.
+    "bundle-store": {
+        "bundle": {"store": {"enabled": True, "s3Uri": STORE_URI, "path": STORE_PATH, "region": "eu-west-1",
+                             "syncIntervalSeconds": 30}},
+        "worker": {"bundlePollSeconds": 2.5, "shadow": {"version": "944a4eac02196e31", "share": 0.05}},
+        "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/categorizer"}},
+        "networkPolicy": {"enabled": True},
     },
 }
 # Kinds kubernetes-validate knows; the others are checked against their own schemas below.
@@ -82,6 +92,12 @@ def one(name: str, kind: str) -> dict[str, Any]:
 def worker_container(name: str) -> dict[str, Any]:
     containers = one(name, "Deployment")["spec"]["template"]["spec"]["containers"]
     return next(c for c in containers if c["name"] == "worker")
+
+
+def pod_containers(name: str) -> list[dict[str, Any]]:
+    """Init containers and containers of the worker pod."""
+    pod = one(name, "Deployment")["spec"]["template"]["spec"]
+    return pod.get("initContainers", []) + pod["containers"]
 
 
 def env_by_name(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -172,6 +188,11 @@ def test_service_monitor_scrapes_the_metrics_port() -> None:
         ({"worker": {"extraSettings": {"LOG_LEVEL": "debug"}}}, "/worker/extraSettings"),
         ({"replicas": 3}, "'replicas' not allowed"),
         ({"image": {"digest": "latest"}}, "/image/digest"),
+        ({"bundle": {"store": {"s3Uri": "https://acme.s3.amazonaws.com/store"}}}, "/bundle/store/s3Uri"),
+        ({"bundle": {"store": {"path": "models/store"}}}, "/bundle/store/path"),
+        ({"worker": {"shadow": {"share": 1.5}}}, "/worker/shadow/share"),
+        ({"worker": {"bundlePollSeconds": 0}}, "/worker/bundlePollSeconds"),
+        ({"worker": {"shadow": {"version": "../x"}}}, "/worker/shadow/version"),
     ],
 )
 def test_schema_rejects_bad_values_with_a_clear_message(values: dict[str, Any], expected: str) -> None:
@@ -196,6 +217,12 @@ def test_value_sets_pass_the_schema(name: str) -> None:
         ({"kafka": {"securityProtocol": "SASL_SSL"}}, "set kafka.sasl.existingSecret"),
         ({"worker": {"extraSettings": {"STREAM_SASL_PASSWORD": "x"}}}, "looks like a credential"),
         ({"podDisruptionBudget": {"minAvailable": 1}}, "only one of minAvailable and maxUnavailable"),
+        ({"bundle": {"store": {"enabled": True}}}, "bundle.store.enabled needs bundle.store.s3Uri"),
+        ({"bundle": {"store": {"enabled": True, "s3Uri": STORE_URI},
+                     "volume": {"persistentVolumeClaim": {"claimName": "b"}}}}, "are exclusive"),
+        ({"bundle": {"store": {"enabled": True, "s3Uri": STORE_URI, "path": "/tmp/store"}}}, "must not be under /tmp"),
+        ({"worker": {"shadow": {"version": "944a4eac02196e31"}}}, "set bundle.store.enabled"),
+        ({"worker": {"shadow": {"topic": "drift"}}}, "must differ from the kafka.topics"),
     ],
 )
 def test_render_fails_on_inconsistent_values(values: dict[str, Any], expected: str) -> None:
@@ -214,7 +241,7 @@ def test_pod_is_hardened(name: str) -> None:
     assert pod["securityContext"]["runAsUser"] > 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
-    for container in pod["containers"]:
+    for container in pod_containers(name):
         sc = container["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True
         assert sc["allowPrivilegeEscalation"] is False
@@ -297,20 +324,41 @@ def test_bundle_volume_is_mounted_read_only_at_the_bundle_path() -> None:
 # ---- settings and secrets ---------------------------------------------------------------------
 
 
-def test_configmap_holds_every_setting_as_a_string() -> None:
+# Set only when the bundle store is enabled (the settings refuse a shadow version without a store).
+STORE_ONLY_SETTINGS = {"STREAM_BUNDLE_STORE", "STREAM_SHADOW_VERSION"}
+
+
+@pytest.mark.parametrize("name", ["defaults", "bundle-store"])
+def test_configmap_holds_every_setting_as_a_string(name: str, tmp_path: Any) -> None:
     from stream_app.settings import ENV_PREFIX, Settings, load_settings
 
-    data = one("defaults", "ConfigMap")["data"]
+    data = one(name, "ConfigMap")["data"]
     # Credentials come from the Secret, the CA file only with TLS, the worker id from the pod name.
     elsewhere = {"STREAM_SASL_USERNAME", "STREAM_SASL_PASSWORD", "STREAM_SSL_CAFILE", "STREAM_WORKER_ID"}
-    expected = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} - elsewhere
+    every = {f"{ENV_PREFIX}{field.upper()}" for field in Settings.model_fields}
+    assert elsewhere | STORE_ONLY_SETTINGS <= every, "the exclusions name settings that no longer exist"
+    store = name == "bundle-store"
+    expected = every - elsewhere - (set() if store else STORE_ONLY_SETTINGS)
     assert expected <= data.keys(), f"missing: {sorted(expected - data.keys())}"
+    if not store:
+        assert not STORE_ONLY_SETTINGS & data.keys(), "store settings rendered without the store"
+    assert not elsewhere & data.keys()
     assert all(isinstance(v, str) for v in data.values())
     # Helm keeps numbers as float64: without int64 these would render as 1e+06 and break the settings.
     assert data["STREAM_MAX_MESSAGE_BYTES"] == "1000000" and data["STREAM_MAX_OUTPUT_BYTES"] == "1048576"
     assert float(data["STREAM_DRIFT_ALPHA"]) == pytest.approx(1e-6)
-    settings = load_settings(**{k[len(ENV_PREFIX):].lower(): v for k, v in data.items()})
+    overrides = {k[len(ENV_PREFIX):].lower(): v for k, v in data.items()}
+    if store:
+        assert data["STREAM_BUNDLE_STORE"] == STORE_PATH
+        overrides["bundle_store"] = str(tmp_path)  # the settings check that the directory exists
+    settings = load_settings(**overrides)
     assert settings.max_bytes_in_flight == 32 * 1_048_576
+    if store:
+        assert settings.bundle_poll_seconds == 2.5 and settings.shadow_share == pytest.approx(0.05)
+        assert settings.shadow_version == "944a4eac02196e31" and settings.shadow_topic == "shadow"
+        assert settings.shadow_topic in settings.topic_partitions()
+    else:
+        assert settings.bundle_store is None and settings.shadow_version is None
 
 
 def test_worker_id_is_the_pod_name() -> None:
@@ -373,6 +421,115 @@ def test_service_account_for_irsa() -> None:
     pod = one("eks", "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == account["metadata"]["name"]
     assert "annotations" not in one("defaults", "ServiceAccount")["metadata"]
+
+
+# ---- bundle store on S3 (init container + sync sidecar) -----------------------------------------
+
+
+def sync_containers(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    pod = one(name, "Deployment")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "bundle-sync")
+    return init, sidecar
+
+
+def test_bundle_store_is_opt_in() -> None:
+    pod = one("defaults", "Deployment")["spec"]["template"]["spec"]
+    assert "initContainers" not in pod and [c["name"] for c in pod["containers"]] == ["worker"]
+    assert all(not v["name"].startswith("bundle") for v in pod["volumes"])
+
+
+@pytest.mark.parametrize("name", ["bundle-store", "eks"])
+def test_bundle_store_is_synced_by_an_init_container_and_a_sidecar(name: str) -> None:
+    values = chart().merge_values(copy.deepcopy(VALUE_SETS[name]))
+    store = values["bundle"]["store"]
+    assert store["enabled"]
+    init, sidecar = sync_containers(name)
+    assert (init["name"], sidecar["name"]) == ("bundle-init", "bundle-sync")
+    image = f"{store['image']['repository']}:{store['image']['tag']}"
+    for container, mode in ((init, "once"), (sidecar, "loop")):
+        assert container["image"] == image
+        assert container["command"][:2] == ["/bin/sh", "-c"] and container["command"][3:] == ["bundle-sync", mode]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["BUNDLE_S3_URI"] == store["s3Uri"] and env["BUNDLE_STORE"] == store["path"]
+        assert env["BUNDLE_SYNC_INTERVAL_SECONDS"] == str(store["syncIntervalSeconds"])
+        assert env["AWS_REGION"] == store["region"]
+        # IRSA only (no fallback to the node role); the CLI's cache on the writable /tmp.
+        assert env["AWS_EC2_METADATA_DISABLED"] == "true" and env["HOME"] == "/tmp"
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts[store["path"]]["name"] == "bundle-store" and not mounts[store["path"]].get("readOnly")
+        assert mounts["/tmp"]["name"] == "bundle-sync-tmp"
+        assert container["resources"] == store["resources"]
+    assert init["command"][2] == sidecar["command"][2], "one script for both"
+    # The worker reads the same volume, read-only, where STREAM_BUNDLE_STORE points.
+    mount = next(m for m in worker_container(name)["volumeMounts"] if m["name"] == "bundle-store")
+    assert mount["readOnly"] is True
+    assert mount["mountPath"] == store["path"] == one(name, "ConfigMap")["data"]["STREAM_BUNDLE_STORE"]
+    volumes = {v["name"]: v for v in one(name, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["bundle-store"]["emptyDir"] == {"sizeLimit": store["sizeLimit"]}
+    assert "emptyDir" in volumes["bundle-sync-tmp"]
+    assert "bundle" not in volumes, "the store replaces bundle.volume"
+
+
+def test_bundle_store_path_is_the_configured_one() -> None:
+    assert one("bundle-store", "ConfigMap")["data"]["STREAM_BUNDLE_STORE"] == STORE_PATH
+    init, _ = sync_containers("bundle-store")
+    assert {m["mountPath"] for m in init["volumeMounts"]} == {STORE_PATH, "/tmp"}
+    assert {m["mountPath"] for m in worker_container("bundle-store")["volumeMounts"]} == {STORE_PATH, "/tmp"}
+
+
+def test_bundle_sync_writes_versions_before_pointers() -> None:
+    _, sidecar = sync_containers("bundle-store")
+    script = sidecar["command"][2]
+    assert script == (CHART_DIR / "files" / "bundle-sync.sh").read_text(encoding="utf-8")
+    body = script[script.index("sync_once() {"):]
+    body = body[:body.index("\n}\n")].replace("\\\n", " ")  # join continued lines
+    steps = [line.strip() for line in body.splitlines() if line.strip().startswith(("aws s3 sync", "publish "))]
+    pointers, versions, serving, shadow = steps
+    # 1. the pointers are read first, into a hidden staging folder, never straight into the store;
+    assert '"$stage/pointers/"' in pointers and "--include serving.json --include shadow.json" in pointers
+    assert "--exact-timestamps" in pointers  # same-size rewrites of a pointer are fetched too
+    # 2. then the versions, without the pointers;
+    assert '"$store/"' in versions and "--exclude serving.json --exclude shadow.json" in versions
+    assert "--delete" not in versions
+    # 3. then the pointers are published (serving first), each only when its version is complete.
+    assert serving.startswith("publish serving.json") and shadow.startswith("publish shadow.json")
+    publish = script[script.index("publish() {"):script.index("sync_once() {")]
+    assert publish.index('complete "$v"') < publish.index("mv -f")
+    assert "sha256sum -c" in script[script.index("complete() {"):script.index("publish() {")]
+    # The sidecar stops at once on SIGTERM instead of waiting out the grace period.
+    assert "trap " in script and 'sleep "$interval" & wait $!' in script
+
+
+def test_bundle_store_needs_https_egress_with_a_network_policy() -> None:
+    egress = one("bundle-store", "NetworkPolicy")["spec"]["egress"]
+    https = [rule for rule in egress if {"port": 443, "protocol": "TCP"} in rule["ports"]]
+    assert https and https[0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    assert not any({"port": 443, "protocol": "TCP"} in rule["ports"] for rule in one("networkpolicy", "NetworkPolicy")["spec"]["egress"])
+
+
+@pytest.mark.parametrize("name", ["bundle-store", "eks"])
+def test_bundle_store_uses_irsa(name: str) -> None:
+    account = one(name, "ServiceAccount")
+    role = account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert re.fullmatch(r"arn:aws:iam::\d{12}:role/[\w+=,.@/-]+", role), role
+    pod = one(name, "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"]
+    # No static AWS credentials anywhere in the pod.
+    for container in pod_containers(name):
+        names = {e["name"] for e in container.get("env", [])}
+        assert not names & {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+
+
+def test_shadow_settings_roll_the_pods() -> None:
+    # Promotion is a pointer in S3, outside the chart; the shadow and sync settings are in the
+    # ConfigMap (checksum) or the pod template, so changing them rolls the pods.
+    base = copy.deepcopy(VALUE_SETS["bundle-store"])
+    text = chart().render(base, name=RELEASE, namespace=NAMESPACE)["product-categorizer/templates/deployment.yaml"]
+    changed = copy.deepcopy(base)
+    changed["worker"]["shadow"]["share"] = 0.2
+    other = chart().render(changed, name=RELEASE, namespace=NAMESPACE)["product-categorizer/templates/deployment.yaml"]
+    assert re.search(r"checksum/config: (\w+)", text).group(1) != re.search(r"checksum/config: (\w+)", other).group(1)
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))

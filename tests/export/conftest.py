@@ -7,35 +7,13 @@ loadable bundle that costs a file copy instead of a build.
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from export.bundle_writer import finalize_manifest
-from stream_app.core.bundle import MANIFEST, Bundle
-from tests.fixtures.bundle import ELO7
-
-
-def make_variant(source: Path, dest: Path, tag: str) -> Path:
-    """A loadable copy of `source` without its fp32 graph, whose manifest differs by `training.variant`."""
-    bundle = Bundle.load(source)
-    staging = dest.with_name(f".{dest.name}.staging")
-    staging.mkdir(parents=True)
-    for name in bundle.manifest.files:
-        if name != bundle.manifest.fp32_model_file:
-            shutil.copyfile(source / name, staging / name)
-    fields = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
-    for key in ("files", "bundle_version"):
-        fields.pop(key)
-    fields["fp32_model_file"] = None
-    fields["training"] = {**fields["training"], "variant": tag}
-    finalize_manifest(staging, fields)
-    staging.rename(dest)
-    return dest
+from tests.fixtures.bundle import ELO7, make_variant
 
 
 @pytest.fixture(scope="session")

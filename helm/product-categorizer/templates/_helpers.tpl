@@ -80,6 +80,23 @@ Cross-field checks JSON Schema cannot express; called from the Deployment so eve
 {{- fail (printf "worker.extraSettings.%s looks like a credential: the ConfigMap is not secret; use extraEnv with valueFrom.secretKeyRef" $key) }}
 {{- end }}
 {{- end }}
+{{- $store := .Values.bundle.store }}
+{{- if and $store.enabled (not $store.s3Uri) }}
+{{- fail "bundle.store.enabled needs bundle.store.s3Uri (s3://bucket/prefix holding the versions and serving.json)" }}
+{{- end }}
+{{- if and $store.enabled .Values.bundle.volume }}
+{{- fail "bundle.store.enabled and bundle.volume are exclusive: with the store the worker serves the store's pointer, not bundle.path" }}
+{{- end }}
+{{- if and $store.enabled (or (eq (trimSuffix "/" $store.path) "/tmp") (hasPrefix "/tmp/" $store.path)) }}
+{{- fail (printf "bundle.store.path (%s) must not be under /tmp, which is the worker's own emptyDir" $store.path) }}
+{{- end }}
+{{- if and .Values.worker.shadow.version (not $store.enabled) }}
+{{- fail (printf "worker.shadow.version (%s) names a version of the bundle store: set bundle.store.enabled" .Values.worker.shadow.version) }}
+{{- end }}
+{{- $topics := .Values.kafka.topics }}
+{{- if has .Values.worker.shadow.topic (list $topics.input $topics.output $topics.drift $topics.dlq) }}
+{{- fail (printf "worker.shadow.topic (%s) must differ from the kafka.topics" .Values.worker.shadow.topic) }}
+{{- end }}
 {{- if and .Values.podDisruptionBudget.enabled (not (kindIs "invalid" .Values.podDisruptionBudget.minAvailable)) (not (kindIs "invalid" .Values.podDisruptionBudget.maxUnavailable)) }}
 {{- fail "podDisruptionBudget: set only one of minAvailable and maxUnavailable (the other to null)" }}
 {{- end }}
@@ -93,4 +110,62 @@ Cross-field checks JSON Schema cannot express; called from the Deployment so eve
 
 {{- define "product-categorizer.usesTls" -}}
 {{- if has .Values.kafka.securityProtocol (list "SSL" "SASL_SSL") }}true{{ end }}
+{{- end }}
+
+{{/* The bundle store sync script (files/bundle-sync.sh), shared by the init container and the sidecar. */}}
+{{- define "product-categorizer.bundleSyncScript" -}}
+{{ .Files.Get "files/bundle-sync.sh" }}
+{{- end }}
+
+{{/*
+A bundle sync container (init: "once", sidecar: "loop"). The aws CLI runs with the pod's IRSA role:
+the EKS pod identity webhook injects AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE into every container.
+*/}}
+{{- define "product-categorizer.bundleSyncContainer" -}}
+{{- $store := .root.Values.bundle.store -}}
+- name: {{ .name }}
+  image: {{ printf "%s:%s" $store.image.repository $store.image.tag | quote }}
+  imagePullPolicy: {{ $store.image.pullPolicy }}
+  command:
+    - /bin/sh
+    - -c
+    - |
+      {{- include "product-categorizer.bundleSyncScript" .root | nindent 6 }}
+    - bundle-sync
+    - {{ .mode }}
+  env:
+    - name: BUNDLE_S3_URI
+      value: {{ $store.s3Uri | quote }}
+    - name: BUNDLE_STORE
+      value: {{ $store.path | quote }}
+    - name: BUNDLE_SYNC_INTERVAL_SECONDS
+      value: {{ $store.syncIntervalSeconds | int64 | quote }}
+    {{- with $store.region }}
+    - name: AWS_REGION
+      value: {{ . | quote }}
+    - name: AWS_DEFAULT_REGION
+      value: {{ . | quote }}
+    {{- end }}
+    # Credentials come from IRSA only: never fall back to the node's instance role.
+    - name: AWS_EC2_METADATA_DISABLED
+      value: "true"
+    # The root filesystem is read-only: the CLI's cache goes to the /tmp emptyDir.
+    - name: HOME
+      value: /tmp
+  resources:
+    {{- toYaml $store.resources | nindent 4 }}
+  securityContext:
+    runAsNonRoot: true
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    privileged: false
+    capabilities:
+      drop: ["ALL"]
+    seccompProfile:
+      type: RuntimeDefault
+  volumeMounts:
+    - name: bundle-store
+      mountPath: {{ $store.path }}
+    - name: bundle-sync-tmp
+      mountPath: /tmp
 {{- end }}
