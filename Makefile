@@ -7,10 +7,11 @@ BROKER_PORT ?= 9092
 BUNDLE ?= models/default
 export DATASETS_DIR
 
-.PHONY: help venv model model-quick run test bench bench-profile bench-model soak broker broker-stop lint clean
+.PHONY: help venv model model-quick run run-loop test bench bench-profile bench-model soak broker broker-stop lint clean
 
 help:
 	@echo "make run      - end to end demo: broker, bundle (quick if models/default is missing), worker, replay"
+	@echo "make run-loop - drift alert -> retrain -> compare -> promote -> hot swap -> fewer alerts (LOOP_ARGS=...)"
 	@echo "make test     - install, start the broker, run pytest, stop the broker"
 	@echo "make model    - fine-tune the default bundle from the Elo7 catalog into models/default/"
 	@echo "make bench    - benchmarks: model-only vs end to end, latency, fetch wait, cores, naive loop (BENCH_ARGS=...)"
@@ -38,6 +39,9 @@ model-quick: venv
 
 run: venv
 	$(PY) -m stream_app demo --bundle $(BUNDLE) --datasets-dir $(DATASETS_DIR) --broker-port $(BROKER_PORT)
+
+run-loop: venv
+	$(PY) -m stream_app demo-loop --bundle $(BUNDLE) --datasets-dir $(DATASETS_DIR) --broker-port $(BROKER_PORT) $(LOOP_ARGS)
 
 broker: venv
 	$(PY) -m stream_app.broker start --port $(BROKER_PORT)

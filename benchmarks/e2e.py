@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +30,12 @@ import numpy as np
 from confluent_kafka import KafkaError, Producer
 
 from benchmarks.data import Product, event_bytes
-from benchmarks.worker import BenchmarkError, OutputCollector, WorkerProcess, cpu_seconds
+from benchmarks.worker import (
+    BenchmarkError,
+    OutputCollector,
+    WorkerProcess,
+    cpu_seconds,
+)
 from stream_app.kafka.config import client_config, producer_config
 from stream_app.tools.produce import TokenBucket
 
@@ -108,9 +113,43 @@ class LatencyResult:
     processed_p90_ms: float
     processed_p99_ms: float
     fraction_of_max: float | None = None  # rate / the measured maximum (end-to-end throughput)
+    # The samples behind the percentiles (kept out of the JSON): `pool_latency` combines rounds.
+    receive_samples_ms: list[float] = field(default_factory=list, repr=False)
+    processed_samples_ms: list[float] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["receive_samples_ms"], out["processed_samples_ms"]
+        return out
+
+
+def _latency_result(rate: float, sent: int, elapsed: float, receive_ms: list[float], processed_ms: list[float],
+                    fraction_of_max: float | None) -> LatencyResult:
+    return LatencyResult(
+        rate=rate,
+        achieved_rate=sent / elapsed,
+        duration_s=elapsed,
+        sent=sent,
+        received=len(receive_ms),
+        receive_p50_ms=_ms(receive_ms, 50),
+        receive_p90_ms=_ms(receive_ms, 90),
+        receive_p99_ms=_ms(receive_ms, 99),
+        receive_max_ms=max(receive_ms) if receive_ms else float("nan"),
+        processed_p50_ms=_ms(processed_ms, 50),
+        processed_p90_ms=_ms(processed_ms, 90),
+        processed_p99_ms=_ms(processed_ms, 99),
+        fraction_of_max=fraction_of_max,
+        receive_samples_ms=receive_ms,
+        processed_samples_ms=processed_ms,
+    )
+
+
+def pool_latency(results: Sequence[LatencyResult]) -> LatencyResult:
+    """Percentiles over the samples of several rounds at the same rate (as if one longer stage)."""
+    return _latency_result(
+        results[0].rate, sum(r.sent for r in results), sum(r.duration_s for r in results),
+        [x for r in results for x in r.receive_samples_ms], [x for r in results for x in r.processed_samples_ms],
+        results[0].fraction_of_max)
 
 
 def _ms(values: list[float], q: float) -> float:
@@ -159,21 +198,7 @@ def measure_latency(broker: str, topic: str, collector: OutputCollector, worker:
             if doc.get("event_time") and doc.get("processed_at"):
                 delta = datetime.fromisoformat(doc["processed_at"]) - datetime.fromisoformat(doc["event_time"])
                 processed_ms.append(delta.total_seconds() * 1000)
-    return LatencyResult(
-        rate=rate,
-        achieved_rate=len(sent) / elapsed,
-        duration_s=elapsed,
-        sent=len(sent),
-        received=len(receive_ms),
-        receive_p50_ms=_ms(receive_ms, 50),
-        receive_p90_ms=_ms(receive_ms, 90),
-        receive_p99_ms=_ms(receive_ms, 99),
-        receive_max_ms=max(receive_ms) if receive_ms else float("nan"),
-        processed_p50_ms=_ms(processed_ms, 50),
-        processed_p90_ms=_ms(processed_ms, 90),
-        processed_p99_ms=_ms(processed_ms, 99),
-        fraction_of_max=fraction_of_max,
-    )
+    return _latency_result(rate, len(sent), elapsed, receive_ms, processed_ms, fraction_of_max)
 
 
 def measure_idle_cpu(workers: Sequence[WorkerProcess], seconds: float = 10.0) -> dict[str, float]:

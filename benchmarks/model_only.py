@@ -181,3 +181,47 @@ def measure_references(bundle: Bundle, texts: Sequence[str], threads: int = 2, b
     window_s = _timed(lambda: [categorizer.run_ids(w) for w in windows])
     sorted_s = _timed(lambda: categorizer.run_ids(ids))
     return {"sorted_tps": len(ids) / sorted_s, "window_tps": len(ids) / window_s}
+
+
+def measure_thread_options(bundle: Bundle, texts: Sequence[str], batch_size: int = 32, micro_batch: int = 256,
+                           rounds: int = 3, seed: int = 11,
+                           configs: Sequence[tuple[int, bool]] = ((1, True), (2, True), (2, False)),
+                           ) -> list[dict[str, Any]]:
+    """The worker's batching (arrival-order windows) with 1 or 2 onnxruntime threads, spinning or not.
+
+    ``(threads, spinning)``: intra-op threads and onnxruntime's ``session.intra_op.allow_spinning``
+    (on by default: idle pool threads busy-wait for the next parallel section). Passes alternate for
+    ``rounds`` rounds; per configuration, texts/s (median round) and the benchmark process's CPU
+    seconds per text (every thread), which shows what spinning burns when the cores are shared.
+    """
+    import onnxruntime as ort
+
+    from stream_app.core.model import session_options
+
+    categorizers: dict[tuple[int, bool], Categorizer] = {}
+    for threads, spinning in configs:
+        categorizer = Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads,
+                                  batch_size)
+        options = session_options(threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        categorizer.session = ort.InferenceSession(str(bundle.model_path), sess_options=options,
+                                                   providers=["CPUExecutionProvider"])
+        categorizers[(threads, spinning)] = categorizer
+    ids = next(iter(categorizers.values())).encode(texts)
+    windows = _chunks(_arrival_order(ids, seed), micro_batch)
+    for categorizer in categorizers.values():
+        _warm(categorizer, ids, batch_size)
+    tps: dict[tuple[int, bool], list[float]] = {c: [] for c in categorizers}
+    cpu: dict[tuple[int, bool], list[float]] = {c: [] for c in categorizers}
+    order = list(categorizers)
+    for r in range(rounds):
+        for config in order if r % 2 == 0 else list(reversed(order)):
+            categorizer = categorizers[config]
+            cpu_start, start = time.process_time(), time.perf_counter()
+            for window in windows:
+                categorizer.run_ids(window)
+            tps[config].append(len(ids) / (time.perf_counter() - start))
+            cpu[config].append((time.process_time() - cpu_start) / len(ids) * 1000)
+    return [{"threads": threads, "spinning": spinning, "tps": statistics.median(tps[(threads, spinning)]),
+             "cpu_ms_per_text": statistics.median(cpu[(threads, spinning)]), "rounds_tps": tps[(threads, spinning)]}
+            for threads, spinning in categorizers]

@@ -47,7 +47,6 @@ import sys
 import tempfile
 import time
 import traceback
-import urllib.request
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,17 +58,25 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.data import ROOT, elo7_path, load_products, render_texts
-from benchmarks.e2e import measure_idle_cpu, measure_latency, measure_throughput, preproduce, rate_from_times
-from benchmarks.model_only import measure_model_only, measure_references
+from benchmarks.e2e import (
+    measure_idle_cpu,
+    measure_latency,
+    measure_throughput,
+    preproduce,
+    rate_from_times,
+)
+from benchmarks.model_only import measure_model_only, measure_references, measure_thread_options
 from benchmarks.scaling import WorkerGroup, cores, fetch_wait_sweep
 from benchmarks.worker import (
     BenchmarkError,
     BenchTopics,
     OutputCollector,
     WorkerProcess,
+    batch_delta,
     die_with_parent,
     free_port,
     process_memory_mb,
+    worker_batch_stats,
     worker_env,
 )
 from stream_app.broker import is_ready
@@ -102,28 +109,6 @@ def default_checkpoint(bundle: Path) -> Path:
     """``models/default`` -> ``models/default-torch`` (where ``make model`` puts the PyTorch weights)."""
     resolved = bundle.resolve()
     return resolved.with_name(resolved.name + "-torch")
-
-
-def worker_batch_stats(port: int) -> dict[str, float] | None:
-    """Mean micro-batch size from the worker's /metrics (best effort; None if unavailable)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except OSError:
-        return None
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        for name in ("stream_batch_size_sum", "stream_batch_size_count",
-                     "stream_inference_seconds_sum", "stream_inference_seconds_count"):
-            if line.startswith(name + " "):
-                values[name] = float(line.split()[-1])
-    if not values.get("stream_batch_size_count"):
-        return None
-    out = {"batches": values["stream_batch_size_count"],
-           "mean_batch_size": values["stream_batch_size_sum"] / values["stream_batch_size_count"]}
-    if values.get("stream_inference_seconds_count"):
-        out["inference_s_total"] = values["stream_inference_seconds_sum"]
-    return out
 
 
 def run_naive(broker: str, topics: BenchTopics, checkpoint: Path, messages: int, threads: int,
@@ -263,6 +248,11 @@ def render_table(r: dict[str, Any]) -> Table:
                       "tokenize + model + decode + centroids, in process")
         table.add_row("model-only, batch 1 latency", f"p50 {m['batch1_p50_ms']:.1f} ms", "",
                       f"p99 {m['batch1_p99_ms']:.1f} ms")
+    for t in r.get("model_only_threads") or []:
+        table.add_row(f"model-only, windows of {micro}: {t['threads']} onnxruntime thread(s)"
+                      f"{', spinning' if t['spinning'] else ', no spinning'}", f"{fmt(t['tps'])} texts/s", "",
+                      f"{t['cpu_ms_per_text']:.2f} CPU ms per text (all threads); rounds "
+                      f"{', '.join(fmt(x) for x in t['rounds_tps'])}")
     e = r.get("end_to_end")
     if e:
         table.add_row("end to end (worker + broker) = the maximum rate", f"{fmt(e['tps'])} texts/s", "",
@@ -313,8 +303,11 @@ def render_table(r: dict[str, Any]) -> Table:
                       _ms3(lat, "receive"), target,
                       f"receive - send; max {lat['receive_max_ms']:.0f} ms; {lat['received']}/{lat['sent']} "
                       f"received in {lat['duration_s']:.0f} s")
+        wb = lat.get("worker_batches")
+        busy = (f"; batches: mean {wb['mean_batch_size']:.1f} messages, {wb.get('mean_inference_ms', 0):.0f} ms of "
+                f"model each, model busy {wb.get('model_busy_share', 0):.0%}") if wb else ""
         table.add_row("  worker's share (processed_at - event_time)", _ms3(lat, "processed"), "",
-                      "send -> the worker stamps its output (before publish + ack and the reader's fetch)")
+                      f"send -> the worker stamps its output (before publish + ack and the reader's fetch){busy}")
     mem = r.get("worker_memory_mb")
     if mem:
         table.add_row("worker memory", f"RSS {mem['VmRSS']:.0f} MiB", "", f"peak (VmHWM) {mem['VmHWM']:.0f} MiB")
@@ -327,7 +320,8 @@ def render_table(r: dict[str, Any]) -> Table:
             table.add_row(f"STREAM_FETCH_MAX_WAIT_MS={wait}{default}: latency at 50% of max, p50/p90/p99",
                           _ms3(lat, "receive"), f"p99 <= {LATENCY_TARGET_MS:.0f} ms: {verdict(met)}",
                           f"idle CPU {x['idle']['core_share']:.1%} of a core; worker's share "
-                          f"{_ms3(lat, 'processed')}; {lat['achieved_rate']:.0f} msg/s")
+                          f"{_ms3(lat, 'processed')}; {lat['achieved_rate']:.0f} msg/s; p99 per round "
+                          f"{' / '.join(fmt(v) for v in lat.get('rounds_receive_p99_ms', []))} ms")
         t = targets.get("fetch_wait_default")
         if t:
             table.add_row(f"  default STREAM_FETCH_MAX_WAIT_MS={FETCH_WAIT_DEFAULT_MS}", "",
@@ -340,7 +334,8 @@ def render_table(r: dict[str, Any]) -> Table:
             rel = f"x{c['tps'] / base['tps']:.2f} of 1 x 1" if base else ""
             table.add_row(f"cores: {c['processes']} worker process(es) x {c['threads']} inference thread(s)",
                           f"{fmt(c['tps'])} texts/s", "",
-                          f"{rel}; {c['messages']} products to warm workers sharing {cfg['partitions']} partitions")
+                          f"{rel}; {c['messages']} products to warm workers sharing {cfg['partitions']} partitions;"
+                          f" rounds {', '.join(fmt(x) for x in c.get('rounds_tps', []))} texts/s")
         cap = r.get("capacity")
         if cap:
             table.add_row("  capacity per vCPU", f"{fmt(cap['msgs_per_vcpu'])} msg/s", "",
@@ -388,7 +383,12 @@ def run(
                                       help="PROCESSESxTHREADS configurations compared side by side ('' skips)."),
     cores_messages: int | None = typer.Option(None, "--cores-messages",
                                               help="Products per cores configuration (default 3000, quick 400)."),
-    threads: int = typer.Option(2, "--threads", help="onnxruntime and torch threads (worker's STREAM_INFERENCE_THREADS)."),
+    threads: int = typer.Option(1, "--threads",
+                                help="onnxruntime and torch threads (worker's STREAM_INFERENCE_THREADS); 1 = the "
+                                "chart's default, one thread per vCPU (docs/deployment.md, capacity)."),
+    rounds_option: int | None = typer.Option(None, "--rounds", min=1,
+                                             help="Alternating rounds of the fetch-wait and cores stages "
+                                             "(default 2, quick 1)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1,
                                    help="Model batch: texts per onnxruntime call (worker's STREAM_MODEL_BATCH_SIZE)."),
     micro_batch: int = typer.Option(256, "--micro-batch", min=1,
@@ -410,6 +410,7 @@ def run(
     configs = parse_cores(cores_configs) if cores_configs.strip() else []
     warmup = 200
     rounds = 1 if quick else 2
+    stage_rounds = rounds_option or rounds
     checkpoint = torch_checkpoint or default_checkpoint(bundle)
     if not is_ready(broker):
         console.print(f"[red]no broker answers at {broker}[/red] (start one: python -m stream_app.broker start --port N)")
@@ -425,7 +426,7 @@ def run(
                    "naive_messages": m, "latency_seconds": duration, "idle_seconds": idle_s,
                    "latency_fractions": list(LATENCY_FRACTIONS), "fetch_waits_ms": waits,
                    "fetch_wait_default_ms": FETCH_WAIT_DEFAULT_MS, "cores": configs, "cores_messages": n_cores,
-                   "threads": threads, "batch_size": batch_size,
+                   "threads": threads, "stage_rounds": stage_rounds, "batch_size": batch_size,
                    "micro_batch": micro_batch, "partitions": partitions, "quick": quick, "seed": seed,
                    "dataset": str(elo7_path())},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
@@ -446,6 +447,10 @@ def run(
             r["model_only"] = measure_model_only(loaded, texts, threads, batch_size, rounds,
                                                  batch1_samples=50 if quick else 200,
                                                  micro_batch=micro_batch).to_json()
+            stage = "model_only_threads"
+            console.print("[bold]model-only threads[/bold]: 1 vs 2 onnxruntime threads, spinning or not")
+            r["model_only_threads"] = measure_thread_options(loaded, texts[: 512 if quick else 1024], batch_size,
+                                                             micro_batch, rounds=1 if quick else 3)
 
             stage = "end_to_end"
             topics = BenchTopics.create(broker, partitions)
@@ -476,9 +481,11 @@ def run(
                 for fraction in LATENCY_FRACTIONS:
                     rate = throughput.tps * fraction
                     console.print(f"[bold]latency[/bold]: {fraction:.0%} of max = {rate:.0f} msg/s for {duration:.0f} s")
-                    r["latency_levels"].append(measure_latency(
-                        broker, topics.input, collector, worker, products[:n], rate, duration,
-                        prefix=f"lat{int(fraction * 100)}", fraction_of_max=fraction).to_json())
+                    stats_before = worker_batch_stats(port)
+                    level = measure_latency(broker, topics.input, collector, worker, products[:n], rate, duration,
+                                            prefix=f"lat{int(fraction * 100)}", fraction_of_max=fraction).to_json()
+                    level["worker_batches"] = batch_delta(stats_before, worker_batch_stats(port), level["duration_s"])
+                    r["latency_levels"].append(level)
                 r["latency"] = next(x for x in r["latency_levels"] if x["fraction_of_max"] == 0.5)
                 r["worker_memory_mb"] = process_memory_mb(worker.pid)
             finally:
@@ -506,11 +513,12 @@ def run(
                 console.print(f"[bold]fetch wait[/bold]: {waits} ms, idle {idle_s:.0f} s + {rate:.0f} msg/s for "
                               f"{duration:.0f} s each")
                 r["fetch_wait_sweep"] = fetch_wait_sweep(base, waits, products[:n], warmup, rate, 0.5, duration,
-                                                         idle_s)
+                                                         idle_s, rounds=stage_rounds)
             if configs:
                 stage = "cores"
                 console.print(f"[bold]cores[/bold]: {configs} (processes x threads), {n_cores} products each")
-                r["cores"] = cores(base, configs, products[: warmup + n_cores], warmup, timeout=180.0 + n_cores / 5)
+                r["cores"] = cores(base, configs, products[: warmup + n_cores], warmup, timeout=180.0 + n_cores / 5,
+                                   rounds=stage_rounds)
                 best = max(r["cores"], key=lambda c: c["tps"])
                 vcpus = os.cpu_count() or 1
                 r["capacity"] = {"best": f"{best['processes']} x {best['threads']}", "best_tps": best["tps"],

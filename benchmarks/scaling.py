@@ -1,16 +1,24 @@
 """Stages of ``make bench`` that compare worker configurations side by side: fetch wait and cores.
 
+This machine is shared and its speed drifts within minutes, so configurations are compared under
+matched conditions: every configuration's workers are started at once (each on its own topics and
+consumer group, idle while another is measured), and the measurements alternate in rounds (A B C,
+then C B A), so a slow spell of the machine hits all of them alike.
+
 Contract:
 * `WorkerGroup` starts ``processes`` workers (``python -m stream_app worker``) in one consumer group on
   fresh topics, with the service defaults plus the given ``STREAM_*`` overrides, waits until every
   input partition is held (each worker's ``/readyz`` says how many it holds) and warms them up
-  (``warmup`` products answered: model arenas allocated, producer connected). Leaving the ``with``
-  stops every worker (SIGTERM, then SIGKILL) and the output reader.
-* `fetch_wait_sweep(...)`: for each ``STREAM_FETCH_MAX_WAIT_MS`` value, one warm worker: its CPU
-  over ``idle_s`` seconds without input (what the fetch loop burns while nothing arrives), then the
-  latency stage at ``rate`` (half the measured maximum in ``make bench``).
+  (``warmup`` products answered: model arenas allocated, producer connected). `running_all` does
+  that for several groups at once; leaving it stops every worker (SIGTERM, then SIGKILL) and reader.
+* `fetch_wait_sweep(...)`: one worker per ``STREAM_FETCH_MAX_WAIT_MS`` value; their CPU over the same
+  ``idle_s`` seconds without input (what each fetch loop burns while nothing arrives), then the
+  latency stage at ``rate`` (half the measured maximum in ``make bench``) for ``duration`` seconds
+  per round, ``rounds`` rounds in alternating order; percentiles over the pooled rounds, and each
+  round's p99.
 * `cores(...)`: for each (processes, inference threads) configuration, warm workers sharing the
-  partitions get ``n`` products at once (`benchmarks.e2e.measure_backlog`): texts/s per configuration.
+  partitions get ``n / rounds`` products at once per round (`benchmarks.e2e.measure_backlog`), rounds
+  alternating; texts/s per round and over all rounds (messages / summed seconds).
 Nothing is asserted; `BenchmarkError` names the configuration that failed.
 """
 
@@ -25,14 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.data import Product
-from benchmarks.e2e import measure_backlog, measure_idle_cpu, measure_latency, preproduce
+from benchmarks.e2e import measure_backlog, measure_latency, pool_latency, preproduce
 from benchmarks.worker import (
     BenchmarkError,
     BenchTopics,
     OutputCollector,
     WorkerProcess,
     assigned_partitions,
+    batch_delta,
+    cpu_seconds,
     free_port,
+    worker_batch_stats,
     worker_env,
 )
 
@@ -53,37 +64,49 @@ class WorkerGroup:
     workers: list[WorkerProcess] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
 
-    @contextlib.contextmanager
-    def running(self, warmup: Sequence[Product], join_timeout: float = 180.0) -> Iterator[WorkerGroup]:
+    def like(self, threads: int | None = None, processes: int = 1, **overrides: str) -> WorkerGroup:
+        """A group with the same broker, bundle and batching, and its own settings."""
+        return WorkerGroup(self.broker, self.bundle, self.workdir, self.partitions, self.micro_batch,
+                           self.model_batch, self.threads if threads is None else threads, processes,
+                           dict(overrides))
+
+    def start(self) -> None:
         self.topics = BenchTopics.create(self.broker, self.partitions)
         self.collector = OutputCollector(self.broker, self.topics.output, self.partitions)
         group = f"bench-group-{uuid.uuid4().hex[:8]}"
         tag = "-".join(f"{k.removeprefix('STREAM_').lower()}{v}" for k, v in self.overrides.items()) or "default"
-        try:
-            for i in range(self.processes):
-                port = free_port()
-                env = worker_env(self.broker, self.topics, self.bundle, self.workdir / f"data-{tag}-{i}", port,
-                                 micro_batch=self.micro_batch, model_batch=self.model_batch, threads=self.threads,
-                                 partitions=self.partitions)
-                env["STREAM_GROUP_ID"] = group
-                env["STREAM_WORKER_ID"] = f"bench-{i}"
-                env.update(self.overrides)
-                worker = WorkerProcess(env, self.workdir / f"worker-{tag}-{self.processes}x{self.threads}-{i}.log")
-                self.workers.append(worker.start())
-                self.ports.append(port)
-            self._wait_assigned(join_timeout)
-            preproduce(self.broker, self.topics.input, warmup)
-            if not self.collector.wait_for(len(warmup), join_timeout, self.workers[0]):
-                raise BenchmarkError(f"{self.describe()}: warm-up got {self.collector.count()} of {len(warmup)} "
-                                     f"outputs; log tail:\n{self.workers[0].tail()}")
-            for worker in self.workers:
-                worker.check_alive()
+        for i in range(self.processes):
+            port = free_port()
+            env = worker_env(self.broker, self.topics, self.bundle, self.workdir / f"data-{group}-{i}", port,
+                             micro_batch=self.micro_batch, model_batch=self.model_batch, threads=self.threads,
+                             partitions=self.partitions)
+            env["STREAM_GROUP_ID"] = group
+            env["STREAM_WORKER_ID"] = f"bench-{i}"
+            env.update(self.overrides)
+            log = self.workdir / f"worker-{tag}-{self.processes}x{self.threads}-{group}-{i}.log"
+            self.workers.append(WorkerProcess(env, log).start())
+            self.ports.append(port)
+
+    def warm(self, warmup: Sequence[Product], timeout: float = 240.0) -> None:
+        assert self.topics is not None and self.collector is not None
+        self._wait_assigned(timeout)
+        preproduce(self.broker, self.topics.input, warmup)
+        if not self.collector.wait_for(len(warmup), timeout, self.workers[0]):
+            raise BenchmarkError(f"{self.describe()}: warm-up got {self.collector.count()} of {len(warmup)} "
+                                 f"outputs; log tail:\n{self.workers[0].tail()}")
+        for worker in self.workers:
+            worker.check_alive()
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        if self.collector is not None:
+            self.collector.close()
+
+    @contextlib.contextmanager
+    def running(self, warmup: Sequence[Product]) -> Iterator[WorkerGroup]:
+        with running_all([self], warmup):
             yield self
-        finally:
-            for worker in self.workers:
-                worker.stop()
-            if self.collector is not None:
-                self.collector.close()
 
     def describe(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self.overrides.items())
@@ -107,34 +130,82 @@ class WorkerGroup:
         raise BenchmarkError(f"{self.describe()}: partitions not assigned within {timeout:.0f} s")
 
 
+@contextlib.contextmanager
+def running_all(groups: Sequence[WorkerGroup], warmup: Sequence[Product]) -> Iterator[Sequence[WorkerGroup]]:
+    """Start every group's workers at once, then warm each group up; stop them all on the way out."""
+    try:
+        for group in groups:
+            group.start()
+        for group in groups:
+            group.warm(warmup)
+        time.sleep(2.0)  # let the warm-ups' commits and metadata refreshes pass
+        yield groups
+    finally:
+        for group in groups:
+            group.stop()
+
+
+def _alternating(items: Sequence[Any], rounds: int) -> Iterator[tuple[int, Any]]:
+    """(round, item): A B C, C B A, A B C..."""
+    for r in range(rounds):
+        for item in (items if r % 2 == 0 else list(reversed(items))):
+            yield r, item
+
+
 def fetch_wait_sweep(base: WorkerGroup, waits: Sequence[int], products: Sequence[Product], warmup: int, rate: float,
-                     fraction: float, duration: float, idle_s: float) -> list[dict[str, Any]]:
-    """One warm worker per ``STREAM_FETCH_MAX_WAIT_MS`` value: idle CPU, then latency at ``rate``."""
-    results: list[dict[str, Any]] = []
+                     fraction: float, duration: float, idle_s: float, rounds: int = 2) -> list[dict[str, Any]]:
+    """One warm worker per ``STREAM_FETCH_MAX_WAIT_MS`` value: idle CPU, then latency at ``rate`` (module docstring)."""
+    groups = {wait: base.like(STREAM_FETCH_MAX_WAIT_MS=str(wait)) for wait in waits}
+    with running_all(list(groups.values()), products[:warmup]):
+        # One window for all of them: the same seconds of the machine.
+        idle_each: dict[int, dict[str, float]] = {}
+        start = time.monotonic()
+        before = {wait: cpu_seconds(g.workers[0].pid) for wait, g in groups.items()}
+        time.sleep(idle_s)
+        wall = time.monotonic() - start
+        for wait, g in groups.items():
+            g.workers[0].check_alive()
+            used = cpu_seconds(g.workers[0].pid) - before[wait]
+            idle_each[wait] = {"seconds": wall, "cpu_s": used, "core_share": used / wall}
+        stages: dict[int, list[Any]] = {wait: [] for wait in waits}
+        batches: dict[int, list[dict[str, float] | None]] = {wait: [] for wait in waits}
+        for r, wait in _alternating(list(waits), rounds):
+            g = groups[wait]
+            assert g.topics is not None and g.collector is not None
+            stats = worker_batch_stats(g.ports[0])
+            result = measure_latency(base.broker, g.topics.input, g.collector, g.workers[0], products[warmup:],
+                                     rate, duration, prefix=f"fw{wait}r{r}", fraction_of_max=fraction)
+            stages[wait].append(result)
+            batches[wait].append(batch_delta(stats, worker_batch_stats(g.ports[0]), result.duration_s))
+    out = []
     for wait in waits:
-        group = WorkerGroup(base.broker, base.bundle, base.workdir, base.partitions, base.micro_batch,
-                            base.model_batch, base.threads, overrides={"STREAM_FETCH_MAX_WAIT_MS": str(wait)})
-        with group.running(products[:warmup]) as running:
-            assert running.topics is not None and running.collector is not None
-            time.sleep(2.0)  # let the warm-up's commit and metadata refreshes pass
-            idle = measure_idle_cpu(running.workers, idle_s)
-            latency = measure_latency(base.broker, running.topics.input, running.collector, running.workers[0],
-                                      products[warmup:], rate, duration, prefix=f"fw{wait}",
-                                      fraction_of_max=fraction)
-            results.append({"fetch_max_wait_ms": wait, "idle": idle, "latency": latency.to_json()})
-    return results
+        pooled = pool_latency(stages[wait]).to_json()
+        pooled["rounds_receive_p99_ms"] = [s.receive_p99_ms for s in stages[wait]]
+        pooled["worker_batches"] = batches[wait]
+        out.append({"fetch_max_wait_ms": wait, "idle": idle_each[wait], "latency": pooled})
+    return out
 
 
 def cores(base: WorkerGroup, configs: Sequence[tuple[int, int]], products: Sequence[Product], warmup: int,
-          timeout: float) -> list[dict[str, Any]]:
-    """Throughput of each (processes, inference threads) configuration on the same products."""
-    results: list[dict[str, Any]] = []
-    for processes, threads in configs:
-        group = WorkerGroup(base.broker, base.bundle, base.workdir, base.partitions, base.micro_batch,
-                            base.model_batch, threads, processes=processes)
-        with group.running(products[:warmup]) as running:
-            assert running.topics is not None and running.collector is not None
-            measured = measure_backlog(base.broker, running.topics.input, running.collector, running.workers,
-                                       products[warmup:], timeout)
-            results.append({"processes": processes, "threads": threads, **measured})
-    return results
+          timeout: float, rounds: int = 2) -> list[dict[str, Any]]:
+    """Throughput of each (processes, inference threads) configuration on the same products (module docstring)."""
+    groups = {config: base.like(threads=config[1], processes=config[0]) for config in configs}
+    measured = products[warmup:]
+    per_round = len(measured) // rounds
+    runs: dict[tuple[int, int], list[dict[str, float]]] = {config: [] for config in configs}
+    with running_all(list(groups.values()), products[:warmup]):
+        for r, config in _alternating(list(configs), rounds):
+            g = groups[config]
+            assert g.topics is not None and g.collector is not None
+            # Fresh keys per round: the reader counts distinct keys.
+            batch = [Product(f"{p.product_id}-r{r}", p.title, p.tags) for p in measured[r * per_round:
+                                                                                      (r + 1) * per_round]]
+            runs[config].append(measure_backlog(base.broker, g.topics.input, g.collector, g.workers, batch, timeout))
+    out = []
+    for (processes, threads), measures in runs.items():
+        messages = sum(m["messages"] for m in measures)
+        seconds = sum(m["seconds"] for m in measures)
+        out.append({"processes": processes, "threads": threads, "messages": messages, "seconds": seconds,
+                    "tps": messages / seconds if seconds > 0 else float("nan"),
+                    "rounds_tps": [m["tps"] for m in measures]})
+    return out

@@ -11,6 +11,8 @@ Contract:
 * `cpu_seconds(pid)` is the CPU time (user + system, all threads) the process used so far, from
   ``/proc/PID/stat``; `assigned_partitions(port)` reads how many input partitions a worker holds
   from its ``/readyz`` (None while it does not answer).
+* `worker_batch_stats(port)` reads the micro-batch count, mean size and model seconds from a worker's
+  ``/metrics``; `batch_delta` turns two readings into what happened in between.
 * `OutputCollector` consumes a topic from the beginning on a background thread (``assign``, no
   group join) and records, for each distinct key, the wall-clock time (``time.time()``) its first
   record was received and that record's value. `close()` stops the thread and closes the consumer.
@@ -200,6 +202,43 @@ def assigned_partitions(port: int) -> int | None:
         return 0
     match = _ASSIGNED.search(detail)
     return int(match.group(1)) if match else 0
+
+
+def worker_batch_stats(port: int) -> dict[str, float] | None:
+    """Mean micro-batch size from the worker's /metrics (best effort; None if unavailable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("stream_batch_size_sum", "stream_batch_size_count",
+                     "stream_inference_seconds_sum", "stream_inference_seconds_count"):
+            if line.startswith(name + " "):
+                values[name] = float(line.split()[-1])
+    if not values.get("stream_batch_size_count"):
+        return None
+    out = {"batches": values["stream_batch_size_count"],
+           "mean_batch_size": values["stream_batch_size_sum"] / values["stream_batch_size_count"]}
+    if values.get("stream_inference_seconds_count"):
+        out["inference_s_total"] = values["stream_inference_seconds_sum"]
+    return out
+
+
+def batch_delta(before: dict[str, float] | None, after: dict[str, float] | None,
+                seconds: float) -> dict[str, float] | None:
+    """Micro-batches between two `worker_batch_stats` readings: count, mean size, model busy share."""
+    if not before or not after or after["batches"] <= before["batches"]:
+        return None
+    batches = after["batches"] - before["batches"]
+    messages = after["mean_batch_size"] * after["batches"] - before["mean_batch_size"] * before["batches"]
+    out = {"batches": batches, "mean_batch_size": messages / batches}
+    if "inference_s_total" in after and "inference_s_total" in before:
+        busy = after["inference_s_total"] - before["inference_s_total"]
+        out["mean_inference_ms"] = busy / batches * 1000
+        out["model_busy_share"] = busy / seconds  # of the stage's production time (drain included: an upper bound)
+    return out
 
 
 class OutputCollector:

@@ -17,7 +17,7 @@ from export.baseline import TfidfBaseline
 from export.bundle_writer import check_destination, finalize_manifest, publish, staging_dir
 from export.config import ProgressHook, TrainConfig, no_progress
 from export.catalog import ELO7_TEXT_COLUMNS, CatalogError, LabelSpec, load_examples, label_vocabulary, read_table
-from export.drift_index import DEFAULT_K, calibrate, choose_k, fit_centroids
+from export.drift_index import DEFAULT_K, MAX_POINTS_PER_CENTROID, calibrate, choose_k, fit_centroids, sample_rows
 from export.encoders import resolve_encoder
 from export.metrics import score, target_matrix
 from stream_app.core.splits import SplitSpec, split_indices
@@ -94,7 +94,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
 
     # torch is imported only now, so that bad input fails in a second, not after the torch import.
     from export.model import CategorizerModel
-    from export.onnx_export import export_core, int8_parity, quantize_int8, torch_parity
+    from export.onnx_export import export_core, int8_parity, int8_pooled_embeddings, quantize_int8, torch_parity
     from export.train import train_finetune, train_frozen
 
     progress = progress or no_progress
@@ -107,6 +107,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
                                       config.train.seed, out_of_fold=config.from_checkpoint is None)
             except EmptyVocabularyError as exc:
                 lexicon_note = str(exc)
+    drift_fit = None  # (L2-normalized training embeddings for k-means, what computed them), when training has them
     with timer.stage("train"):
         if config.from_checkpoint is not None:
             model, train_info = load_checkpoint(config.from_checkpoint, labels, config.max_tokens)
@@ -115,10 +116,22 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             model = CategorizerModel.from_pretrained(start, len(labels), lexical=config.lexical)
             warm = None if config.warm_start is None else warm_start(model, config.warm_start, labels, config.max_tokens)
             train_ids = [ids[i] for i in sides["train"]]
-            trainer = train_frozen if config.train.mode == "frozen" else train_finetune
             # The transformer learns on top of the TF-IDF margins (out-of-fold, see fit_lexicon).
             offsets = None if lexicon is None or lexicon.out_of_fold is None else lexicon.out_of_fold * TRAINING_MARGIN_SCALE
-            train_info = trainer(model, train_ids, targets[sides["train"]], config.train, progress, offsets)
+            if config.train.mode == "frozen":
+                # The frozen encoder, quantized as the bundle's will be, embeds (a seeded sample of) the
+                # training rows once: the head learns on these embeddings and the drift centroids are
+                # fitted on them (L2-normalized, they are the bundle graph's own embeddings).
+                rows = sample_rows(len(train_ids), config.train.frozen_rows, config.train.seed)
+                head_ids = [train_ids[i] for i in rows]
+                pooled = int8_pooled_embeddings(model, head_ids, tokenizer.token_to_id("[PAD]") or 0, progress,
+                                                f"frozen INT8 encoder: embedding {len(rows)} training rows")
+                train_info = train_frozen(model, head_ids, targets[sides["train"]][rows], config.train, progress,
+                                          None if offsets is None else offsets[rows], pooled=pooled)
+                train_info["head_rows"] = len(rows)
+                drift_fit = (pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)).numpy(), "bundle encoder (INT8)"
+            else:
+                train_info = train_finetune(model, train_ids, targets[sides["train"]], config.train, progress, offsets)
             train_info["on_tfidf_margins"] = offsets is not None
             if warm is not None:
                 train_info["warm_start"] = warm
@@ -127,43 +140,69 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
                             {"config": asdict(config.train), "result": train_info})
 
     with staging_dir(config.out) as staging:
-        core_path = staging / "model.core.onnx"
+        core_path, core_int8_path = staging / "model.core.onnx", staging / "model.core.int8.onnx"
         fp32_path, int8_path = staging / "model.fp32.onnx", staging / "model.int8.onnx"
         with timer.stage("export"):
             export_core(model, core_path)
-        with timer.stage("tfidf_weight"):
-            branch = TfidfBranch.off(lexicon_note) if lexicon is None else choose_branch(
-                core_path, encoder_dir / "tokenizer.json", config.max_tokens, lexicon,
-                [ids[i] for i in sides["validation"]], targets[sides["validation"]])
-            attach(core_path, fp32_path, branch.tfidf, branch.linear, branch.weight)
-            if config.torch_checkpoint is not None:
-                branch.save(config.torch_checkpoint / TFIDF_CHECKPOINT_FILE)  # the naive benchmark adds it in numpy
-            core_path.unlink()
-        with timer.stage("parity"):
-            test_ids = [ids[i] for i in sides["test"]]
-            max_diff = torch_parity(model, fp32_path, test_ids[:PARITY_ROWS], branch.extra_logits(test_ids[:PARITY_ROWS]))
         with timer.stage("quantize"):
-            quantize_int8(fp32_path, int8_path)
+            # Encoder and head are quantized alone; the fp32 TF-IDF branch then joins both graphs
+            # (the quantizer never touched it: the same INT8 graph as quantizing the whole one).
+            quantize_int8(core_path, core_int8_path)
             shutil.copyfile(encoder_dir / "tokenizer.json", staging / "tokenizer.json")
 
         with timer.stage("embed"):
+            # One pass of the INT8 core over validation and test gives the bundle graph's embeddings and
+            # its logits before the branch; the weight is chosen on them, and the bundle graph's
+            # probabilities are those logits plus the weighted margins (checked on the graph below).
+            int8_core = Categorizer(core_int8_path, staging / "tokenizer.json", config.max_tokens,
+                                    outputs=("embedding", "logits"))
+            core_out = {side: int8_core.run_ids([ids[i] for i in sides[side]]) for side in ("validation", "test")}
+            if drift_fit is None:  # the training rows k-means uses: faiss would sample k * 256 of more
+                rows = sample_rows(len(sides["train"]), config.k * MAX_POINTS_PER_CENTROID, config.train.seed)
+                drift_fit = int8_core.run_ids([ids[sides["train"][i]] for i in rows]).embeddings, "bundle graph (INT8)"
+
+        with timer.stage("tfidf_weight"):
+            branch = TfidfBranch.off(lexicon_note) if lexicon is None else choose_branch(
+                lexicon, core_out["validation"].probabilities, [ids[i] for i in sides["validation"]],
+                targets[sides["validation"]])
+            attach(core_path, fp32_path, branch.tfidf, branch.linear, branch.weight)
+            attach(core_int8_path, int8_path, branch.tfidf, branch.linear, branch.weight)
+            core_path.unlink()
+            core_int8_path.unlink()
+            if config.torch_checkpoint is not None:
+                branch.save(config.torch_checkpoint / TFIDF_CHECKPOINT_FILE)  # the naive benchmark adds it in numpy
+            out = {side: branch.complete(o, [ids[i] for i in sides[side]]) for side, o in core_out.items()}
+
+        with timer.stage("parity"):
+            test_ids = [ids[i] for i in sides["test"]]
+            max_diff = torch_parity(model, fp32_path, test_ids[:PARITY_ROWS], branch.extra_logits(test_ids[:PARITY_ROWS]))
+            # The bundle graph computes what was composed above, on the same batches (INT8 activations
+            # are quantized per batch, so the batches must match); else the metrics below would not
+            # describe the graph in the bundle.
             int8 = Categorizer(int8_path, staging / "tokenizer.json", config.max_tokens)
+            shipped = int8.run_ids(test_ids[:PARITY_ROWS])
+            composed = branch.complete(int8_core.run_ids(test_ids[:PARITY_ROWS]), test_ids[:PARITY_ROWS])
+            gap = max(float(np.abs(shipped.embeddings - composed.embeddings).max()),
+                      float(np.abs(shipped.probabilities - composed.probabilities).max()))
+            if gap > 1e-5:
+                raise RuntimeError(f"{int8_path.name} differs from its INT8 core + TF-IDF margins by {gap:.2e}")
             fp32 = Categorizer(fp32_path, staging / "tokenizer.json", config.max_tokens)
-            out = {side: int8.run_ids([ids[i] for i in rows]) for side, rows in sides.items()}
             reference = fp32.run_ids(test_ids)
             parity = Parity(
                 fp32_vs_torch_max_abs_diff=max_diff,
                 rows=len(test_ids),
                 **int8_parity(reference.embeddings, reference.probabilities, out["test"].embeddings, out["test"].probabilities),
             )
-            del int8, fp32
+            del int8, fp32, int8_core
 
         with timer.stage("drift_index"):
-            k = choose_k(len(sides["train"]), config.k)
-            index = fit_centroids(out["train"].embeddings, k, config.train.seed)
+            fit_embeddings, fit_source = drift_fit
+            k = choose_k(len(fit_embeddings), config.k)
+            index = fit_centroids(fit_embeddings, k, config.train.seed)
             index.save(staging / "centroids.faiss")
+            # tau and the reference shares come from the bundle graph's own validation embeddings.
             drift = calibrate(index, out["validation"].embeddings, out["validation"].probabilities.argmax(1),
-                              len(labels), config.quantile, n_fit=len(sides["train"]))
+                              len(labels), config.quantile, n_fit=len(fit_embeddings))
 
         with timer.stage("thresholds"):
             thresholds = tune_thresholds(out["validation"].probabilities, targets[sides["validation"]] > 0.5)
@@ -190,7 +229,8 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             "test_metrics": _headline(model_metrics),
             "baseline_test_metrics": _headline(baseline_metrics),
             "parity": parity.model_dump(),
-            "drift": {"k": drift.k, "tau": drift.tau, "quantile": drift.quantile},
+            "drift": {"k": drift.k, "tau": drift.tau, "quantile": drift.quantile, "fit_rows": drift.n_fit,
+                      "fit_embeddings": fit_source},
             "tfidf_branch": branch.describe(),
             "seconds": timer.seconds,
         }
@@ -201,7 +241,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             text=config.template,
             text_columns=config.text_columns,
             max_tokens=config.max_tokens,
-            embedding_dim=int(out["train"].embeddings.shape[1]),
+            embedding_dim=int(out["validation"].embeddings.shape[1]),
             labels=labels,
             thresholds=thresholds,
             fp32_model_file="model.fp32.onnx" if config.keep_fp32 else None,

@@ -73,6 +73,9 @@ def train(
     id_column: Optional[str] = typer.Option("product_id", help="product id column used to group the split ('' for none)"),
     max_tokens: int = typer.Option(64, min=8, max=512, help="tokens per text; longer texts are truncated"),
     epochs: int = typer.Option(3, min=1, help="training epochs (frozen mode runs at least 8 cheap head epochs)"),
+    frozen_rows: int = typer.Option(8192, min=0, help="frozen mode: the encoder embeds a seeded sample of this many "
+                                    "training rows, once, for the head and the drift centroids (0: all; the TF-IDF "
+                                    "branch always fits every row)"),
     batch_size: int = typer.Option(32, min=1),
     lr_encoder: float = typer.Option(5e-5, help="encoder learning rate (finetune)"),
     lr_head: float = typer.Option(1e-3, help="head learning rate"),
@@ -112,7 +115,7 @@ def train(
         label_spec=_label_spec(label_column, labels_column, label_delimiter, hierarchy),
         id_column=id_column or None, encoder=encoder, max_tokens=max_tokens,
         train=TrainConfig(mode=mode, epochs=epochs, batch_size=batch_size, lr_encoder=lr_encoder,
-                          lr_head=lr_head, lr_lexical=lr_lexical, seed=seed),
+                          lr_head=lr_head, lr_lexical=lr_lexical, seed=seed, frozen_rows=frozen_rows or None),
         split=SplitSpec(seed=seed, validation=validation, test=test), sample=sample, k=k, quantile=quantile,
         keep_fp32=keep_fp32, lexical=lexical, tfidf=not no_tfidf, replace=replace, torch_checkpoint=torch_checkpoint,
         from_checkpoint=from_checkpoint,

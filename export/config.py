@@ -25,3 +25,8 @@ class TrainConfig:
     warmup: float = 0.06
     aux_weight: float = 0.5
     seed: int = 13
+    # Frozen mode: the encoder embeds a seeded sample of at most this many training rows, once; the
+    # head learns on them and the drift centroids are fitted on them (None: every row). The TF-IDF
+    # branch always fits every training row. On Elo7 the head on 4k, 8k, 16k or all 27k rows scored
+    # the same within noise (test macro-F1 0.851-0.859, README): the margins carry most of it.
+    frozen_rows: int | None = 8192

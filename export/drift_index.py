@@ -15,11 +15,19 @@ from stream_app.core.centroids import CentroidIndex
 
 DEFAULT_K = 64
 MIN_POINTS_PER_CENTROID = 40  # faiss warns below 39: centroids of fewer points are noise
+MAX_POINTS_PER_CENTROID = 256  # faiss.Kmeans samples k * 256 points of a larger set: embed no more than that
 REFERENCE_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)
 
 
 def choose_k(n_fit: int, requested: int = DEFAULT_K) -> int:
     return max(2, min(requested, n_fit // MIN_POINTS_PER_CENTROID))
+
+
+def sample_rows(n: int, at_most: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of at most `at_most` of `n` rows (all of them when None or n <= at_most)."""
+    if at_most is None or n <= at_most:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=at_most, replace=False))
 
 
 def fit_centroids(train_embeddings: np.ndarray, k: int, seed: int) -> CentroidIndex:

@@ -56,6 +56,49 @@ def export_core(model: CategorizerModel, path: Path) -> None:
         )
 
 
+class _Pooled(torch.nn.Module):
+    def __init__(self, model: CategorizerModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.pooled(input_ids, attention_mask)
+
+
+def int8_pooled_embeddings(model: CategorizerModel, ids: Sequence[Sequence[int]], pad_id: int, progress=None,
+                           description: str = "INT8 encoder: embedding", batch_size: int = 32, threads: int = 2) -> torch.Tensor:
+    """Mean-pooled (unnormalized) outputs of the model's encoder exported and quantized as the bundle's
+    is, in input order: what a frozen-encoder head trains on (the embeddings the bundle will compute,
+    at 2-4x the speed of a torch forward pass here)."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from stream_app.core.model import pad_batch, session_options
+
+    model.eval()
+    out = np.zeros((len(ids), model.encoder.config.hidden_size), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="pooled-") as tmp:
+        fp32_path, int8_path = Path(tmp) / "pooled.onnx", Path(tmp) / "pooled.int8.onnx"
+        example = pad([[101, 2000, 2001, 102], [101, 2000, 102]])
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Pooled(model), example, str(fp32_path), input_names=["input_ids", "attention_mask"],
+                              output_names=["pooled"], opset_version=OPSET, do_constant_folding=True, dynamo=False,
+                              dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
+                                            "attention_mask": {0: "batch", 1: "sequence"}, "pooled": {0: "batch"}})
+        quantize_int8(fp32_path, int8_path)
+        session = ort.InferenceSession(str(int8_path), session_options(threads), providers=["CPUExecutionProvider"])
+        advance = (progress or (lambda d, t: lambda n: None))(description, len(ids))
+        order = np.argsort([len(x) for x in ids], kind="stable")  # length-sorted batches, as the worker runs them
+        for start in range(0, len(ids), batch_size):
+            rows = order[start : start + batch_size]
+            input_ids, mask = pad_batch([ids[i] for i in rows], pad_id)
+            out[rows] = session.run(["pooled"], {"input_ids": input_ids, "attention_mask": mask})[0]
+            advance(len(rows))
+    return torch.from_numpy(out)
+
+
 def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
     """INT8 MatMuls (per-channel) except the TF-IDF margins, then fp16 lookup tables.
 

@@ -20,7 +20,8 @@ Contract:
   a label with one class only in training gets zeros (it cannot be learned, it adds nothing).
 - `fit_lexicon(train, ...)`: all of the above on the train split, plus out-of-fold margins for its
   rows (grouped folds), which the transformer trains on top of (`export.model.joint_loss`).
-- `choose_branch(core, ...)`: the weight, chosen on the validation split from `WEIGHT_GRID`.
+- `choose_branch(lexicon, logits, ...)`: the weight, chosen on the validation split from `WEIGHT_GRID`
+  given the exported core graph's logits there.
 - `attach(core, out, ...)`: takes an exported graph with outputs `embedding` and `logits` and
   writes one with `embedding` and `probabilities = sigmoid(logits + weight * margins)`; the
   branch's nodes and constants are all named `tfidf_*`, its output `tfidf_margins`.
@@ -31,9 +32,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import sparse
+
+if TYPE_CHECKING:
+    from stream_app.core.model import ModelOutput
 
 MAX_N = 3  # piece 1-3 grams: validation macro-F1 0.862 vs 0.852 for 1-2 (Elo7, LinearSVC C=1)
 MIN_DF = 2
@@ -82,37 +87,73 @@ class TokenTfidf:
 
     @classmethod
     def fit(cls, ids: Sequence[Sequence[int]], special: set[int], max_n: int = MAX_N, min_df: int = MIN_DF) -> TokenTfidf:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
+        """TfidfVectorizer(analyzer=n-grams, sublinear_tf, min_df).fit(ids): same columns, same idf."""
         frozen = frozenset(special)
-        vectorizer = TfidfVectorizer(analyzer=lambda seq: _analyze(seq, frozen, max_n), sublinear_tf=True,
-                                     min_df=min_df, lowercase=False)
-        try:
-            vectorizer.fit(ids)
-        except ValueError as exc:  # scikit-learn: "empty vocabulary" / "max_df corresponds to < documents than min_df"
-            raise EmptyVocabularyError(f"no token n-gram occurs in {min_df}+ training rows ({exc})") from exc
-        columns = sorted(vectorizer.vocabulary_, key=vectorizer.vocabulary_.__getitem__)  # n-gram of column j
-        return cls(columns, vectorizer.idf_, frozen, max_n)
+        counts = NgramCounts.of(ids, frozen, max_n)
+        columns, idf = counts.vocabulary(min_df=min_df)
+        return cls([counts.grams[j] for j in columns], idf, frozen, max_n)
 
     def transform(self, ids: Sequence[Sequence[int]]) -> sparse.csr_matrix:
         """Sublinear tf * idf, L2-normalized rows: exactly what `attach` computes in the graph."""
         column = {g: j for j, g in enumerate(self.ngrams)}
-        rows, cols, vals = [], [], []
-        for r, seq in enumerate(ids):
-            counts: dict[int, int] = {}
-            for gram in self.analyze(seq):
-                j = column.get(gram)
-                if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
-            if not counts:
-                continue
-            js = np.fromiter(counts, dtype=np.int64)
-            values = (1.0 + np.log(np.fromiter(counts.values(), dtype=np.float64))) * self.idf[js]
-            values /= np.linalg.norm(values)
-            rows.extend([r] * len(js))
-            cols.extend(js.tolist())
-            vals.extend(values.tolist())
-        return sparse.csr_matrix((vals, (rows, cols)), shape=(len(ids), len(self.ngrams)))
+        indptr, cols = [0], []
+        for seq in ids:
+            cols.extend(j for j in map(column.get, self.analyze(seq)) if j is not None)
+            indptr.append(len(cols))
+        counts = sparse.csr_matrix((np.ones(len(cols), np.int64), np.asarray(cols, np.int64), np.asarray(indptr)),
+                                   shape=(len(ids), len(self.ngrams)))
+        counts.sum_duplicates()
+        return _weigh(counts, self.idf)
+
+
+@dataclass
+class NgramCounts:
+    """Every n-gram of some rows, counted in one pass over them; a TF-IDF fit and the features of
+    any subset of those rows are then sparse algebra (the out-of-fold fits read the text once)."""
+
+    grams: list[tuple[int, ...]]  # sorted, as scikit-learn orders its vocabulary
+    counts: sparse.csr_matrix  # int64 [N, G], occurrences of gram j in row i
+
+    @classmethod
+    def of(cls, ids: Sequence[Sequence[int]], special: frozenset[int], max_n: int = MAX_N) -> NgramCounts:
+        index: dict[tuple[int, ...], int] = {}
+        indptr, cols = [0], []
+        for seq in ids:
+            cols.extend(index.setdefault(gram, len(index)) for gram in _analyze(seq, special, max_n))
+            indptr.append(len(cols))
+        grams = list(index)
+        order = sorted(range(len(grams)), key=grams.__getitem__)
+        rank = np.empty(len(grams), np.int64)
+        rank[order] = np.arange(len(grams))
+        counts = sparse.csr_matrix((np.ones(len(cols), np.int64), rank[np.asarray(cols, np.int64)], np.asarray(indptr)),
+                                   shape=(len(ids), len(grams)))
+        counts.sum_duplicates()
+        return cls([grams[i] for i in order], counts)
+
+    def vocabulary(self, rows: Sequence[int] | None = None, min_df: int = MIN_DF) -> tuple[np.ndarray, np.ndarray]:
+        """(columns whose n-gram occurs in min_df+ of `rows`, their smooth idf): TfidfVectorizer.fit's."""
+        counts = self.counts if rows is None else self.counts[np.asarray(rows)]
+        df = np.bincount(counts.indices, minlength=counts.shape[1])
+        columns = np.flatnonzero(df >= min_df)
+        if columns.size == 0:
+            raise EmptyVocabularyError(f"no token n-gram occurs in {min_df}+ training rows ({counts.shape[0]} rows)")
+        return columns, np.log((1 + counts.shape[0]) / (1 + df[columns])) + 1.0
+
+    def features(self, columns: np.ndarray, idf: np.ndarray, rows: Sequence[int] | None = None) -> sparse.csr_matrix:
+        """The TF-IDF rows of `rows` over the vocabulary (`columns`, `idf`) of `vocabulary`."""
+        counts = self.counts if rows is None else self.counts[np.asarray(rows)]
+        return _weigh(counts[:, columns], idf)
+
+
+def _weigh(counts: sparse.csr_matrix, idf: np.ndarray) -> sparse.csr_matrix:
+    """TfidfTransformer(sublinear_tf=True, norm="l2") of a count matrix, the same operations in order."""
+    from sklearn.preprocessing import normalize
+
+    features = counts.astype(np.float64)
+    np.log(features.data, features.data)
+    features.data += 1.0
+    features.data *= idf[features.indices]
+    return normalize(features, norm="l2", copy=False)
 
 
 def _analyze(seq: Sequence[int], special: frozenset[int], max_n: int) -> list[tuple[int, ...]]:
@@ -355,6 +396,14 @@ class TfidfBranch:
             return None
         return self.weight * self.linear.margins(self.tfidf.transform(ids))
 
+    def complete(self, core: ModelOutput, ids: Sequence[Sequence[int]]) -> ModelOutput:
+        """What `attach`'s graph outputs for these rows, from its core graph's (embedding, logits)."""
+        from stream_app.core.model import ModelOutput
+
+        extra = self.extra_logits(ids)
+        logits = core.probabilities if extra is None else core.probabilities + extra
+        return ModelOutput(core.embeddings, (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(np.float32))
+
     def save(self, path: Path) -> None:
         """Pickle the branch beside a PyTorch checkpoint (a local build artifact, never loaded by the worker)."""
         import pickle
@@ -411,30 +460,28 @@ def fit_lexicon(train: Sequence[Sequence[int]], targets: np.ndarray, groups: Seq
     """
     from sklearn.model_selection import GroupKFold
 
-    tfidf = TokenTfidf.fit(train, special)
-    linear = fit_margins(tfidf.transform(train), targets, seed=seed)
+    frozen = frozenset(special)
+    counts = NgramCounts.of(train, frozen)  # the text is read once; every fit below is sparse algebra
+    columns, idf = counts.vocabulary()
+    tfidf = TokenTfidf([counts.grams[j] for j in columns], idf, frozen)
+    linear = fit_margins(counts.features(columns, idf), targets, seed=seed)
     n_groups = len(set(groups))
     if n_groups < 2 or not out_of_fold:
         return FittedLexicon(tfidf, linear, None)
     margins = np.zeros(targets.shape, dtype=np.float32)
     for fit_rows, held_rows in GroupKFold(min(folds, n_groups)).split(train, groups=list(groups)):
-        fold_train = [train[i] for i in fit_rows]
-        try:
-            fold_tfidf = TokenTfidf.fit(fold_train, special)
+        try:  # the fold's own vocabulary and idf, as TokenTfidf.fit on its rows would learn them
+            fold_columns, fold_idf = counts.vocabulary(fit_rows)
         except EmptyVocabularyError:
             continue  # this fold has nothing to learn from: its rows keep zero margins
-        fold_linear = fit_margins(fold_tfidf.transform(fold_train), targets[fit_rows], seed=seed)
-        margins[held_rows] = fold_linear.margins(fold_tfidf.transform([train[i] for i in held_rows]))
+        fold_linear = fit_margins(counts.features(fold_columns, fold_idf, fit_rows), targets[fit_rows], seed=seed)
+        margins[held_rows] = fold_linear.margins(counts.features(fold_columns, fold_idf, held_rows))
     return FittedLexicon(tfidf, linear, margins)
 
 
-def choose_branch(core: Path, tokenizer_path: Path, max_tokens: int, lexicon: FittedLexicon,
-                  validation: Sequence[Sequence[int]], targets: np.ndarray) -> TfidfBranch:
-    """Run the exported core graph on the validation rows and pick the margins' weight there."""
-    from stream_app.core.model import Categorizer
-
-    core_model = Categorizer(core, tokenizer_path, max_tokens, outputs=("embedding", "logits"))
-    logits = core_model.run_ids(validation).probabilities
+def choose_branch(lexicon: FittedLexicon, logits: np.ndarray, validation: Sequence[Sequence[int]],
+                  targets: np.ndarray) -> TfidfBranch:
+    """Pick the margins' weight on the validation rows, given the exported core graph's logits there."""
     margins = lexicon.linear.margins(lexicon.tfidf.transform(validation))
     weight, scores = choose_weight(logits, margins, targets)
     return TfidfBranch(lexicon.tfidf, lexicon.linear, weight, scores)

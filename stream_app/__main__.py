@@ -1,4 +1,4 @@
-"""Command line: ``python -m stream_app worker | produce | tail | demo``.
+"""Command line: ``python -m stream_app worker | produce | tail | demo | demo-loop``.
 
 ``worker`` reads every setting from STREAM_* variables (docs/architecture.md); a bad one stops it
 with exit code 2 and a message naming the variable. ``produce`` and ``tail`` default to
@@ -108,6 +108,41 @@ def demo(
     try:
         run_demo(bundle, datasets_dir, broker_port, elo7_rows=elo7_rows, fashion_rows=fashion_rows,
                  drift_window=drift_window)
+    except DemoError as exc:
+        raise _fail(str(exc), 1) from None
+
+
+@cli.command("demo-loop")
+def demo_loop(
+    bundle: Path = typer.Option(Path("models/default"), "--bundle", help="Starting bundle (built if missing)."),
+    datasets_dir: Path = typer.Option(Path("../shared/datasets"), "--datasets-dir", exists=True, file_okay=False),
+    broker_port: int = typer.Option(9092, "--broker-port", min=1, max=65535),
+    partitions: int = typer.Option(3, "--partitions", min=1),
+    drift_window: int = typer.Option(200, "--drift-window", min=10),
+    retrain_after: int = typer.Option(3, "--retrain-after", min=1, help="Drifting windows in a row before `retrain`."),
+    warmup_windows: int = typer.Option(1, "--warmup-windows", min=1, help="Elo7-only windows per partition first."),
+    drift_windows: int = typer.Option(4, "--drift-windows", min=1, help="Windows per partition of each drifting stream."),
+    fashion_share: float = typer.Option(0.10, "--fashion-share", min=0.01, max=0.99, help="Fashion share of the drifting streams."),
+    labelled: int = typer.Option(3800, "--labelled", min=1, help="Fashion rows in the operator's labelled batch."),
+    retrain_sample: int = typer.Option(4000, "--retrain-sample", min=10, help="retrain --sample N."),
+    retrain_mode: str = typer.Option("frozen", "--retrain-mode", help="retrain --mode (frozen: minutes)."),
+    heldout_elo7: int = typer.Option(1200, "--heldout-elo7", min=1, help="Elo7 test-side rows of the compare file."),
+    heldout_fashion: int = typer.Option(300, "--heldout-fashion", min=1, help="Unlabelled fashion rows of the compare file."),
+    poll_seconds: float = typer.Option(1.0, "--poll-seconds", min=0.1, help="STREAM_BUNDLE_POLL_SECONDS."),
+    workdir: Path | None = typer.Option(None, "--workdir", help="Default: .cache/demo-loop/run-*."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the work folder (store, candidate, logs)."),
+) -> None:
+    """The model lifecycle on a live worker: drift alert, retrain, compare, promote, hot swap, fewer alerts."""
+    from stream_app.demo import DemoError
+    from stream_app.demo_loop import LoopConfig, run_loop
+
+    try:
+        run_loop(LoopConfig(
+            bundle=bundle, datasets_dir=datasets_dir, broker_port=broker_port, partitions=partitions,
+            drift_window=drift_window, retrain_after=retrain_after, warmup_windows=warmup_windows,
+            drift_windows=drift_windows, fashion_share=fashion_share, labelled=labelled, retrain_sample=retrain_sample,
+            retrain_mode=retrain_mode, heldout_elo7=heldout_elo7, heldout_fashion=heldout_fashion,
+            poll_seconds=poll_seconds, workdir=workdir, keep=keep))
     except DemoError as exc:
         raise _fail(str(exc), 1) from None
 

@@ -16,6 +16,7 @@ from export.tfidf_branch import (
     BRANCH_PREFIX,
     EmptyVocabularyError,
     LinearMargins,
+    TfidfBranch,
     TokenTfidf,
     attach,
     choose_weight,
@@ -23,7 +24,7 @@ from export.tfidf_branch import (
     fit_margins,
     key_base,
 )
-from stream_app.core.model import pad_batch
+from stream_app.core.model import ModelOutput, pad_batch
 
 CLS, SEP, PAD, UNK = 101, 102, 0, 100
 SPECIAL = {CLS, SEP, PAD, UNK}
@@ -117,7 +118,11 @@ def test_graph_computes_the_fitted_margins(tmp_path: Path, train, queries, weigh
     out = tmp_path / f"model-{rng.integers(1 << 30)}.onnx"
     attach(core_graph(tmp_path / "core.onnx"), out, tfidf, linear, weight)
     expected = sigmoid(weight * linear.margins(tfidf.transform(queries)))
-    assert np.abs(run_graph(out, queries) - expected).max() < 1e-5
+    graph = run_graph(out, queries)
+    assert np.abs(graph - expected).max() < 1e-5
+    # What the build composes from the core graph's outputs (its metrics) is what the graph outputs.
+    core = ModelOutput(np.zeros((len(queries), 1), np.float32), np.zeros((len(queries), LABELS), np.float32))
+    assert np.abs(TfidfBranch(tfidf, linear, weight, {}).complete(core, queries).probabilities - graph).max() < 1e-5
 
 
 @settings(max_examples=60, deadline=None)
@@ -254,6 +259,36 @@ def test_out_of_fold_margins_come_from_svms_that_never_saw_the_group() -> None:
     assert (in_sample.argmax(1) == targets.argmax(1)).all()
     # Out of fold, the deciding token is unknown: every row looks like "7" alone, whatever its label.
     assert np.ptp(lexicon.out_of_fold[:, 1]) < np.ptp(in_sample[:, 1]) / 2
+
+
+@settings(max_examples=20, deadline=None)
+@given(train=st.lists(texts, min_size=6, max_size=30), data=st.data())
+def test_out_of_fold_margins_are_those_of_a_fit_on_the_other_folds(train, data) -> None:
+    """fit_lexicon reads the text once (NgramCounts); each fold's margins are still exactly those of
+    TokenTfidf.fit on the other folds' rows, SVMs fitted there, applied to the fold's rows."""
+    from sklearn.model_selection import GroupKFold
+
+    groups = [f"p{g}" for g in data.draw(st.lists(st.integers(0, 6), min_size=len(train), max_size=len(train)))]
+    targets = np.eye(LABELS, dtype=np.float32)[data.draw(st.lists(st.integers(0, LABELS - 1), min_size=len(train),
+                                                                 max_size=len(train)))]
+    try:
+        lexicon = fit_lexicon(train, targets, groups, SPECIAL, seed=13)
+    except EmptyVocabularyError:
+        return
+    whole = TokenTfidf.fit(train, SPECIAL)
+    assert whole.ngrams == lexicon.tfidf.ngrams and np.array_equal(whole.idf, lexicon.tfidf.idf)
+    if len(set(groups)) < 2:
+        assert lexicon.out_of_fold is None
+        return
+    expected = np.zeros_like(lexicon.out_of_fold)
+    for fit_rows, held_rows in GroupKFold(min(5, len(set(groups)))).split(train, groups=groups):
+        try:
+            fold = TokenTfidf.fit([train[i] for i in fit_rows], SPECIAL)
+        except EmptyVocabularyError:
+            continue
+        linear = fit_margins(fold.transform([train[i] for i in fit_rows]), targets[fit_rows], seed=13)
+        expected[held_rows] = linear.margins(fold.transform([train[i] for i in held_rows]))
+    assert np.abs(lexicon.out_of_fold - expected).max() < 1e-5
 
 
 def test_choose_weight_follows_the_validation_rows() -> None:

@@ -9,8 +9,8 @@ window's drift is decided, at most one per window and type) and ``resolved`` rec
 clean window of a (partition, type) after an alert). Each record's ``alert_id`` is a hash of the
 window (input topic, partition, offsets), the type, the model version and the consumer group, so a
 record re-sent after a crash and replay has the same id (see `stream_app.core.drift.alerts.alert_id`).
-The monitor also runs the sequential test (``embedding_drift_sequential``: a Bernoulli CUSUM of the
-outlier flag, `stream_app.core.drift.cusum`), whose id hashes the partition and the run of evidence
+The monitor also runs the sequential test (``embedding_drift_sequential``: Bernoulli CUSUMs of the
+outlier flag and of a nearer distance cut, `stream_app.core.drift.cusum`), whose id hashes the run of evidence
 ``[run_start_offset, alarm_offset + 1)``: a replay that restarts the statistic at or before the run
 start re-sends it with the same id.
 

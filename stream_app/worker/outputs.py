@@ -21,7 +21,12 @@ import orjson
 from stream_app import metrics
 from stream_app.core.pipeline import Prediction
 from stream_app.messages import CategorizedProduct, CategoryOut, DriftOut, ProductEvent, SourceRef
-from stream_app.worker.dead_letters import Rejected, dead_letter, dlq_key, output_too_large
+from stream_app.worker.dead_letters import (
+    Rejected,
+    dead_letter,
+    dlq_key,
+    output_too_large,
+)
 from stream_app.worker.record import Record
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from stream_app.core.drift import (
     AlertContext,
     BernoulliCusum,
+    CusumChannel,
     DriftMonitor,
     Observation,
     PartitionWindows,
@@ -22,6 +23,7 @@ from stream_app.core.drift import (
     SequentialOutlierDetector,
     alert_id,
     average_run_length,
+    default_channels,
     design_cusum,
 )
 from stream_app.core.drift.cusum import cusum_alarm_count, cusum_paths_first_alarm
@@ -163,13 +165,14 @@ def test_sequential_alert_names_its_run_and_validates(drift_schema: Draft202012V
     assert isinstance(alert, SequentialDriftAlert)
     assert (alert.run_start_offset, alert.alarm_offset) == (1000, at)
     assert alert.alert_id == alert_id("firing", "embedding_drift_sequential", "v1", "g", "products", 0, 1000, at + 1)
-    assert alert.n == at - 1000 + 1 and alert.outliers == int(flags[1000 : at + 1].sum())
+    assert alert.n == at - 1000 + 1 and alert.flagged == int(flags[1000 : at + 1].sum())
     assert alert.expected == pytest.approx(alert.n * P0)
     assert alert.statistic >= alert.thresholds.threshold == pytest.approx(DESIGN.h)
     assert alert.thresholds.expected_rate == pytest.approx(P0) and alert.thresholds.calibrated_rate == pytest.approx(0.013)
-    assert alert.thresholds.in_control_arl >= 2e6 and alert.thresholds.tau == 0.4
+    assert alert.thresholds.in_control_arl >= 2e6
+    assert (alert.thresholds.cut, alert.thresholds.quantile) == (0.4, pytest.approx(0.99))
     assert alert.window.start_offset == at // 500 * 500 and alert.window.last_offset == at
-    assert alert.outlier_sample == [f"p{o}" for o in range(1000, 1270, 27)]
+    assert alert.flagged_sample == [f"p{o}" for o in range(1000, 1270, 27)]
     assert alert.recommendation == "investigate"
     doc = json.loads(alert.model_dump_json())
     drift_schema.validate(doc)
@@ -210,7 +213,7 @@ def test_quiet_while_the_window_test_reports_then_ahead_of_it_at_low_rates() -> 
 def test_at_most_one_sequential_alert_per_window_and_a_backward_jump_restarts() -> None:
     # Alone (nothing keeps it quiet) on a stream of outliers the CUSUM crosses every 14 messages; it
     # alerts once per window and restarts silently at the other crossings.
-    windows = PartitionWindows(0, 500, [SequentialOutlierDetector(DESIGN, CONTEXT)])
+    windows = PartitionWindows(0, 500, [SequentialOutlierDetector(CusumChannel(DESIGN, 1 - P0), CONTEXT)])
     alerts = [r for obs in stream(np.ones(1000, bool)) for r in windows.feed(obs.offset, obs.processed_at, obs)]
     assert [(a.run_start_offset, a.alarm_offset) for a in alerts] == [(0, 13), (490, 503)]
     m = monitor()
@@ -225,26 +228,51 @@ def test_at_most_one_sequential_alert_per_window_and_a_backward_jump_restarts() 
 def test_monitor_builds_the_sequential_detector_only_when_asked() -> None:
     assert len(DriftMonitor.from_calibration(CALIBRATION, [], CONTEXT).partition(0).detectors) == 1
     assert len(monitor().partition(0).detectors) == 2
+    with pytest.raises(ValueError, match="quantile 0.99"):
+        DriftMonitor.from_calibration(CALIBRATION, [], CONTEXT, sequential=[CusumChannel(design_cusum(0.02), 0.98)])
     with pytest.raises(ValueError, match="p0"):
-        DriftMonitor.from_calibration(CALIBRATION, [], CONTEXT, sequential=design_cusum(0.02))
+        CusumChannel(design_cusum(0.02), 0.99)
+
+
+def test_the_near_channel_sees_a_shift_below_tau() -> None:
+    """Products a little farther out than usual, none beyond tau: only the near channel (0.9 quantile)."""
+    calibration = SimpleNamespace(**vars(CALIBRATION), distance_quantiles={"0.5": 0.1, "0.9": 0.3, "0.99": 0.4})
+    tau_channel, near = default_channels(calibration)
+    assert (tau_channel.quantile, tau_channel.cut, near.quantile, near.cut) == (0.99, None, 0.9, 0.3)
+    assert (near.design.step, near.design.threshold) == (7, 252) and near.design.arl_at_guard >= 2e6
+    assert near.design.p1 == pytest.approx(0.153, abs=1e-3) and near.design.arl_at_p0 > 4e8
+    m = DriftMonitor.from_calibration(calibration, [], CONTEXT, window=500, sequential=True)
+    gap = pattern(4, 2000)  # one message in 4 at distance 0.35: beyond the near cut, not beyond tau
+    observations = [Observation(f"p{i}", 0.35 if g else 0.1, 0, False, 0, 0, i, None, T0) for i, g in enumerate(gap)]
+    records = [r for obs in observations for r in m.update(obs)]
+    assert [r.type for r in records] and {r.type for r in records} == {"embedding_drift_sequential"}
+    alert = records[0]
+    assert (alert.thresholds.cut, alert.thresholds.quantile) == (0.3, 0.9)
+    assert alert.run_start_offset == 0 and alert.flagged == int(gap[: alert.alarm_offset + 1].sum())
+    cusum = BernoulliCusum(near.design)
+    assert alert.alarm_offset == next(i for i, g in enumerate(gap) if cusum.update(bool(g)) is not None)
 
 
 # -- real distances: a category the drift index never saw ----------------------------------------------
 
 
 def test_alarms_on_real_distances_of_a_left_out_category(test_bundle: Path) -> None:
+    """The test bundle's frozen encoder, a drift index re-fit without one category (see
+    tests/export/test_drift_eval.py): that category's real distances move the CUSUM, in-distribution
+    ones do not."""
     from tests.export.test_drift_eval import leave_out_distances
 
-    real = leave_out_distances(test_bundle)
-    design = design_cusum(real.p0)
+    real = leave_out_distances(test_bundle)  # cut at the 0.75 quantile of held-out kept rows: p0 = 0.25
+    assert real.new_outlier.mean() > 1.5 * real.in_outlier.mean()
+    design = design_cusum(real.p0, shift=1.5, guard=1.1)
     rng = np.random.default_rng(7)
-    # In distribution (held-out rows of the kept categories, resampled): no alarm in 20,000 messages.
+    # In distribution (held-out rows of the kept categories, resampled): no alarm in 200,000 messages.
     quiet = real.in_outlier[rng.integers(0, len(real.in_outlier), size=(10, 20_000))]
-    assert cusum_alarm_count(quiet, design.step, design.threshold) == 0
-    # Then the left-out category at 10%: every replay alarms, within a few hundred messages.
-    novel = rng.random((50, 5000)) < 0.10
+    assert cusum_alarm_count(quiet, design.step, design.threshold) == 0  # ARL at p0: 1.9e8
+    # The left-out category at half the stream: every replay alarms (median ~400 messages).
+    novel = rng.random((50, 12_000)) < 0.5
     flags = np.where(novel, real.new_outlier[rng.integers(0, len(real.new_outlier), size=novel.shape)],
                      real.in_outlier[rng.integers(0, len(real.in_outlier), size=novel.shape)])
     first = cusum_paths_first_alarm(flags, design.step, design.threshold)
     assert (first >= 0).all()
-    assert np.median(first + 1) < 1500
+    assert np.median(first + 1) < 2000

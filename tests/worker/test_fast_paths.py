@@ -8,6 +8,9 @@
   dumping the pydantic model; `reference_categorized` is the previous implementation: the bytes
   must be identical, and an output the model refuses (NaN or out-of-range scores...) must still
   raise the same ValueError.
+* `FaustPublisher` with the app hands records straight to the app's producer (Faust's own
+  `Producer.send`, which `Topic.send` ends in): the error contract of tests/worker/test_app_publisher.py
+  holds on that path too, and records keep their order.
 
 No timing here: the speed is measured by ``make bench`` / ``make bench-profile`` (docs/benchmarks.md).
 """
@@ -35,7 +38,14 @@ from stream_app.messages import (
     SourceRef,
 )
 from stream_app.worker import dead_letters
-from stream_app.worker.dead_letters import Rejected, Valid, _describe, _first_error, _parse_int, classify
+from stream_app.worker.dead_letters import (
+    Rejected,
+    Valid,
+    _describe,
+    _first_error,
+    _parse_int,
+    classify,
+)
 from stream_app.worker.outputs import OutputBuilder, Topics
 from stream_app.worker.record import Record
 from tests.hostile_inputs import (
@@ -310,3 +320,96 @@ def test_ordinary_predictions_take_the_fast_path(monkeypatch: pytest.MonkeyPatch
     doc = json.loads(out.value)
     assert doc["event_time"] == "2024-05-01T10:00:00Z" and doc["categories"][0] == {"name": "Bebê", "score": 0.75}
     assert CategorizedProduct.model_validate_json(out.value).source.offset == 41
+
+
+# -- the publisher: straight to the producer --------------------------------------------------------
+
+
+class _AIOKafkaProducer:
+    """aiokafka's producer as Faust's `Producer.send` sees it: ``send`` may raise, or return the ack future."""
+
+    def __init__(self, at_send: BaseException | None = None, at_ack: BaseException | None = None) -> None:
+        self.at_send, self.at_ack = at_send, at_ack
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+
+    async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
+        import asyncio
+
+        if self.at_send is not None:
+            raise self.at_send
+        self.sent.append((topic, kwargs.get("key"), value))
+        future = asyncio.get_running_loop().create_future()
+        if self.at_ack is not None:
+            future.set_exception(self.at_ack)
+        else:
+            future.set_result("metadata")
+        return future
+
+
+class _FaustProducer:
+    """Runs Faust's own `Producer.send` (its error wrapping included) over a fake aiokafka producer."""
+
+    allow_headers = True
+
+    def __init__(self, inner: _AIOKafkaProducer) -> None:
+        self._producer = inner
+        self._transaction_producers: dict[str, Any] = {}
+        self.started = 0
+
+    def _ensure_producer(self) -> _AIOKafkaProducer:
+        return self._producer
+
+    def _send_on_produce_message(self, **_: Any) -> None:
+        pass
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        from faust.transport.drivers.aiokafka import Producer
+
+        return await Producer.send(self, *args, **kwargs)  # type: ignore[arg-type]
+
+
+class _App:
+    def __init__(self, producer: _FaustProducer) -> None:
+        self.producer = producer
+
+    async def maybe_start_producer(self) -> _FaustProducer:
+        self.producer.started += 1
+        return self.producer
+
+
+def _deliver_direct(inner: _AIOKafkaProducer, sends: int = 1) -> Any:
+    import asyncio
+
+    from stream_app.worker.app import FaustPublisher
+
+    app = _App(_FaustProducer(inner))
+
+    async def scenario() -> Any:
+        publisher = FaustPublisher({}, app)  # type: ignore[arg-type]
+        deliveries = [await publisher.send("t", b"k%d" % i, b"v%d" % i) for i in range(sends)]
+        return [await d for d in deliveries]
+
+    result = asyncio.run(scenario())
+    assert app.producer.started == 1  # started once, then the producer is reused
+    return result
+
+
+def test_publisher_straight_to_the_producer_keeps_the_error_contract() -> None:
+    """The same outcomes as through `Topic.send` (tests/worker/test_app_publisher.py): the producer's
+    and the broker's 'too large' become RecordTooLarge, anything else propagates."""
+    from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+    from faust.exceptions import ProducerSendError
+
+    from stream_app.worker.publish import RecordTooLarge
+
+    with pytest.raises(RecordTooLarge):
+        _deliver_direct(_AIOKafkaProducer(at_send=MessageSizeTooLargeError("The message is 2000000 bytes")))
+    with pytest.raises(RecordTooLarge):
+        _deliver_direct(_AIOKafkaProducer(at_ack=MessageSizeTooLargeError()))
+    with pytest.raises(ProducerSendError):
+        _deliver_direct(_AIOKafkaProducer(at_send=KafkaTimeoutError()))
+    with pytest.raises(KafkaTimeoutError):
+        _deliver_direct(_AIOKafkaProducer(at_ack=KafkaTimeoutError()))
+    inner = _AIOKafkaProducer()
+    assert _deliver_direct(inner, sends=3) == ["metadata"] * 3
+    assert inner.sent == [("t", b"k0", b"v0"), ("t", b"k1", b"v1"), ("t", b"k2", b"v2")]  # in order

@@ -8,9 +8,10 @@ same way, and carries a deterministic ``alert_id`` (``alerts.alert_id``).
   ``dead_letter(partition, offset, processed_at)`` return the records to publish.
 * ``OutlierRateDetector`` (outlier_window): binomial test of the share of embeddings beyond tau.
 * ``CategoryMixDetector`` (category_mix): chi-square test of the predicted top-category mix.
-* ``SequentialOutlierDetector`` (cusum): one-sided Bernoulli CUSUM of the outlier flag across
-  windows (``BernoulliCusum``, threshold from the exact run length of ``design_cusum``): alerts
-  ``embedding_drift_sequential`` when the window test is not already reporting the partition.
+* ``SequentialOutlierDetector`` (cusum): one-sided Bernoulli CUSUMs across windows of the outlier
+  flag (distance > tau) and of a nearer distance cut (``BernoulliCusum``, thresholds from the exact
+  run length of ``design_cusum``): alerts ``embedding_drift_sequential`` when the window test is not
+  already reporting the partition.
 * Records (alerts): ``EmbeddingDriftAlert``, ``CategoryMixAlert``, ``SequentialDriftAlert``
   (``status: firing``) and ``DriftResolved`` (``status: resolved``): the ``drift`` topic messages.
 """
@@ -36,9 +37,11 @@ from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, CategoryM
 from stream_app.core.drift.cusum import (
     BernoulliCusum,
     CusumAlarm,
+    CusumChannel,
     CusumDesign,
     SequentialOutlierDetector,
     average_run_length,
+    default_channels,
     design_cusum,
 )
 from stream_app.core.drift.false_alarms import simulate_false_alarm_rate, simulate_false_alarms
@@ -60,6 +63,7 @@ __all__ = [
     "CategoryMixDetector",
     "CategoryThresholds",
     "CusumAlarm",
+    "CusumChannel",
     "CusumDesign",
     "DriftAlert",
     "DriftMonitor",
@@ -78,6 +82,7 @@ __all__ = [
     "alert_id",
     "average_run_length",
     "critical_count",
+    "default_channels",
     "design_cusum",
     "simulate_false_alarm_rate",
     "simulate_false_alarms",

@@ -9,8 +9,8 @@ same messages always fall into the same window, whichever worker consumes them a
   ``retrain_after`` consecutive windows drifted.
 * ``status: "resolved"``: ``DriftResolved``, one per drift episode, after the first clean window
   that follows a firing alert of the same (partition, type); ``resolves`` names that alert.
-* ``SequentialDriftAlert`` (type ``embedding_drift_sequential``, ``status: "firing"``): the CUSUM of
-  the outlier flag crossed its threshold (``cusum``); it names the aligned window it fired in and,
+* ``SequentialDriftAlert`` (type ``embedding_drift_sequential``, ``status: "firing"``): a CUSUM of
+  a distance flag crossed its threshold (``cusum``); it names the aligned window it fired in and,
   in ``run_start_offset``/``alarm_offset``, the run of evidence its id is derived from. Never resolved.
 
 ``alert_id`` is deterministic (`alert_id`): a pager deduplicates re-sent records by it.
@@ -118,9 +118,10 @@ class CategoryThresholds(_Frozen):
 class SequentialThresholds(_Frozen):
     """The numbers the embedding_drift_sequential decision used (integer Bernoulli CUSUM, ``cusum``)."""
 
-    tau: float | None = Field(description="cosine distance beyond which a message is an outlier (calibration)")
-    expected_rate: float = Field(gt=0, lt=1, description="p0: outlier rate in distribution (1 - quantile)")
-    alternative_rate: float = Field(gt=0, lt=1, description="p1: the outlier rate the CUSUM is tuned to detect")
+    cut: float | None = Field(description="cosine distance beyond which a message is flagged (tau for the 0.99 channel)")
+    quantile: float = Field(gt=0, lt=1, description="calibration quantile of in-distribution distances the cut is at")
+    expected_rate: float = Field(gt=0, lt=1, description="p0: flagged rate in distribution (1 - quantile)")
+    alternative_rate: float = Field(gt=0, lt=1, description="p1: the flagged rate the CUSUM is tuned to detect")
     threshold: float = Field(gt=0, description="h: alarm when the log-likelihood-ratio statistic reaches it")
     calibrated_rate: float = Field(gt=0, lt=1, description="in-control rate at which h was calibrated (>= p0)")
     in_control_arl: float = Field(gt=0, description="exact mean messages between false alarms at calibrated_rate")
@@ -196,7 +197,8 @@ class CategoryMixAlert(_Record):
 
 
 class SequentialDriftAlert(_Record):
-    """The outlier rate rose: the CUSUM of the outlier flag reached its threshold (an early warning).
+    """The rate of far messages rose: the CUSUM of ``distance > cut`` reached its threshold (an early
+    warning; ``thresholds`` says which channel: the cut at tau or a nearer reference quantile).
 
     ``window`` is the aligned window it fired in (at most one such alert per window); the evidence is
     the run ``[run_start_offset, alarm_offset]`` of the partition, which may span several windows.
@@ -207,12 +209,12 @@ class SequentialDriftAlert(_Record):
     run_start_offset: int = Field(ge=0, description="first offset of the run (the statistic last left 0 there); part of alert_id")
     alarm_offset: int = Field(ge=0, description="offset of the message that crossed the threshold; part of alert_id")
     n: int = Field(ge=1, description="observations in the run")
-    outliers: int = Field(ge=1, description="outliers in the run")
+    flagged: int = Field(ge=1, description="messages of the run beyond the cut")
     expected: float = Field(ge=0, description="n * p0")
     statistic: float = Field(ge=0, description="log-likelihood ratio of p1 against p0 accumulated over the run (>= threshold)")
     thresholds: SequentialThresholds
     top_moved_centroids: list[MovedCentroid] = Field(description="centroids that gained most during the run")
-    outlier_sample: list[str] = Field(description="product_ids of the first outliers of the run")
+    flagged_sample: list[str] = Field(description="product_ids of the first flagged messages of the run")
     recommendation: Literal["investigate"] = Field("investigate", description="always investigate: the window tests decide retrain")
 
 

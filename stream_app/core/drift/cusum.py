@@ -1,4 +1,4 @@
-"""Embedding drift, sequentially: a one-sided Bernoulli CUSUM on the outlier flag.
+"""Embedding drift, sequentially: one-sided Bernoulli CUSUMs of distance flags, across windows.
 
 Why
 ---
@@ -7,51 +7,69 @@ budget per window: it needs the outlier count of ONE window to reach c = 20 (4x 
 A new kind of product at a small share raises the outlier rate by much less than that, and the
 window test then waits for a lucky window. A CUSUM accumulates the evidence across windows and
 alarms as soon as the accumulated log-likelihood ratio of "rate p1" against "rate p0" is large
-enough, whatever the window boundaries. At high contamination the window test is as fast or
-faster, so both run (``monitor``); the CUSUM stays quiet while the window test has already
-reported the partition (see ``SequentialOutlierDetector``).
+enough, whatever the window boundaries. Both run (``monitor``); the CUSUM stays quiet while the
+window test has already reported the partition (see ``SequentialOutlierDetector``).
+
+Two channels (``CusumChannel``, ``default_channels``), each a CUSUM of its own flag:
+
+* tau: the outlier flag (distance > tau, the calibration's 0.99 quantile, p0 = 0.01), tuned to
+  3 x p0. Products far from everything the model knows (another language, another trade) are
+  nearly all beyond tau: this channel sees them at a share of a few percent.
+* near: distance > the calibration's 0.9 reference quantile (p0 = 0.1), tuned to 1.5 x p0. A new
+  kind of product in the same language is mostly NOT beyond tau (measured: 3.5% of a left-out
+  Elo7 category against 1.1% of held-out rows) but is farther out than usual as a whole (34% beyond
+  the 0.9 quantile against 10%): ``export drift-eval`` measured this channel at 770 messages
+  (median) for such a category at a 25% share, the tau channel at 18,000 (README).
 
 Statistic
 ---------
-Each message is an outlier (distance > tau) with probability ``p0 = 1 - quantile`` in
-distribution. Against the alternative ``p1 = shift * p0`` the log-likelihood ratio of one message
-is ``a = ln(p1 / p0)`` for an outlier and ``-b = ln((1 - p1) / (1 - p0))`` for an inlier. The
-statistic is kept in units of ``b`` with the outlier step rounded to an integer ``r = round(a / b)``
-(Reynolds & Stoumbos' integer Bernoulli CUSUM; the rounding moves p1 by under 1%, reported as
-``p1``)::
+In distribution a message is flagged with probability ``p0 = 1 - quantile``. Against the
+alternative ``p1 = shift * p0`` the log-likelihood ratio of one message is ``a = ln(p1 / p0)`` if
+flagged and ``-b = ln((1 - p1) / (1 - p0))`` if not. The statistic is kept in units of ``b`` with
+the flagged step rounded to an integer ``r = round(a / b)`` (Reynolds & Stoumbos' integer Bernoulli
+CUSUM; the rounding moves p1 by under 2%, reported as ``p1``)::
 
-    S_0 = 0,   S_t = max(0, S_{t-1} + r)  for an outlier,   max(0, S_{t-1} - 1)  for an inlier
+    S_0 = 0,   S_t = max(0, S_{t-1} + r)  if flagged,   max(0, S_{t-1} - 1)  if not
 
 and the CUSUM alarms when ``S_t >= H`` (``h = H * b`` in log-likelihood units), then restarts at 0.
 Being integer, the statistic is a finite Markov chain on ``0 .. H - 1``: ``average_run_length``
-solves it EXACTLY (no Siegmund/Wald approximation) for any in-control rate p, and
-``design_cusum`` takes the smallest ``H`` whose run length at the calibration rate reaches the
-target. With restarts, alarms per message are ``1 / ARL`` (renewal), so a target ARL of 2,000,000
-means 0.5 false alarms per million messages at that rate.
+solves it EXACTLY (no Siegmund/Wald approximation) for any flagged rate p, and ``design_cusum``
+takes the smallest ``H`` whose run length at the calibration rate reaches the target (2,000,000
+messages per channel). With restarts, alarms per message are ``1 / ARL`` (renewal): at most 0.5
+false alarms per million messages per channel at the calibration rate, far fewer at p0.
 
-Calibration rate (``guard``): tau is the 0.99 quantile of a few thousand validation distances, so
-the true in-distribution rate is only known to within ~+-30% (measured: 0.66% and 1.3% on held-out
-rows of two bundles calibrated at 1%). A CUSUM tuned to detect 3 x p0 is much more sensitive to
-that error than a 1e-6 window test, so the ARL is calibrated at ``guard * p0`` (default 1.3): the
-false-alarm target holds as long as the true rate is within 1.3 x p0. ``export drift-eval``
-measures the false alarms on resampled held-out rows (README).
+Calibration rate (``guard``): the cut is a quantile of a few thousand validation distances, so the
+true in-distribution rate is known only to about +-2 standard errors: +-30% at the 0.99 quantile
+(held-out rows measured 0.66%, 1.09% and 1.3% beyond tau on three bundles calibrated at 1%), +-10%
+at the 0.9 quantile. A CUSUM tuned to a 1.5x or 3x rise is far more sensitive to that error than a
+1e-6 window test, so the ARL is calibrated at ``guard * p0``: 1.3 x p0 for tau, 1.1 x p0 for the
+near channel; the false-alarm target holds while the true rate stays within that. It assumes a
+validation split of ~3,000 rows (the Elo7 catalog's); a bundle calibrated on far fewer rows needs a
+larger guard. ``export drift-eval`` measures the false alarms on resampled held-out rows.
 
-Defaults (p0 = 0.01; ``design_cusum(0.01)``; exact chain): shift 3 (p1 = 0.03), r = 54, H = 747
-(h = 15.2), ARL 2.0 million at 1.3 x p0, 55 million at p0, 1,000 messages at 2.5 x p0, 312 at 3 x,
-155 at 4 x; an uninterrupted run of outliers alarms at the 14th.
+Defaults (exact chain):
+
+* tau, p0 = 0.01: shift 3 (p1 = 0.0298), r = 54, H = 731 (h = 14.9). Mean messages to an alarm:
+  2.0 million at 1.3 x p0, 4.2e8 at p0; 4,898 at 2 x p0, 1,787 at 2.5 x, 1,080 at 3 x, 602 at 4 x,
+  166 at 10 x; an uninterrupted run of outliers alarms at the 14th.
+* near, p0 = 0.1: shift 1.5 (p1 = 0.153), r = 7, H = 252 (h = 14.4): 2.0 million at 1.1 x p0, 4.5e8
+  at p0; 32,488 at 1.2 x, 9,253 at 1.25 x, 1,181 at 1.5 x, 413 at 2 x.
 
 Replays and ids
 ---------------
-The statistic of a partition starts from 0 at a window start (the monitor feeds a detector only
+The statistics of a partition start from 0 at a window start (the monitor feeds a detector only
 from the first block start it sees, and resets it on a backward jump), so after a crash the
-replacement worker starts it at the first block boundary after the committed offset. Because the
+replacement worker starts them at the first block boundary after the committed offset. Because the
 recursion is monotone in its starting value and forgets everything when it touches 0, the replayed
 statistic equals the original from the first offset at which the original was 0. An alarm's
 ``alert_id`` hashes the partition and ``[run_start_offset, alarm_offset + 1)``, where the run start
 is the first offset after the statistic's last zero: a replay that (re)starts at or before the run
-start reproduces the alarm at the same offset with the same id. A replay that starts inside the run
-(the worker died while evidence was accumulating) has less evidence: it alarms later with another
-run start (another id), or not at all. The pager then sees one more alert of the same episode.
+start reproduces the alarm at the same offset with the same id. What does NOT hold: a replay that
+starts inside the run (the worker died while evidence was accumulating) has less evidence and
+alarms later with another run start (another id), or not at all; and the quiet rule depends on the
+window test's memory of a firing alert, which a new process does not have, so it may send a
+sequential alert that the first process held back. The pager then sees one more alert of the
+same episode, with its own id.
 """
 
 from __future__ import annotations
@@ -79,6 +97,10 @@ from stream_app.core.drift.window import OpenWindow, utc_now
 DEFAULT_SHIFT = 3.0
 DEFAULT_TARGET_ARL = 2_000_000.0
 DEFAULT_GUARD = 1.3
+# The near channel: the 0.9 reference quantile of distances (p0 = 0.1), tuned to a 1.5x rise.
+NEAR_QUANTILE = 0.9
+NEAR_SHIFT = 1.5
+NEAR_GUARD = 1.1
 SEQUENTIAL = "embedding_drift_sequential"
 TOP_MOVED = 5
 
@@ -193,7 +215,7 @@ class BernoulliCusum:
     since the statistic last left 0 (both 0 while it sits at 0). ``reset()`` forgets everything.
     """
 
-    __slots__ = ("design", "statistic", "run_length", "run_outliers")
+    __slots__ = ("design", "run_length", "run_outliers", "statistic")
 
     def __init__(self, design: CusumDesign) -> None:
         self.design = design
@@ -273,23 +295,82 @@ def cusum_alarm_count(flags: np.ndarray, step: int, threshold: int) -> int:
     return _cusum_alarms(flags, step, threshold, None, first_only=False)[1]
 
 
+@dataclass(frozen=True)
+class CusumChannel:
+    """One CUSUM of the sequential detector: on the indicator ``distance > cut`` where ``cut`` is the
+    calibration's ``quantile`` of in-distribution distances (so ``design.p0 = 1 - quantile``).
+    ``cut=None`` means the observation's own ``outlier`` flag (distance > tau: the tau channel)."""
+
+    design: CusumDesign
+    quantile: float
+    cut: float | None = None
+
+    def __post_init__(self) -> None:
+        if abs(self.design.p0 - (1.0 - self.quantile)) > 1e-9:
+            raise ValueError(f"channel at quantile {self.quantile} needs p0 = {1 - self.quantile:g}, "
+                             f"its design has p0 = {self.design.p0:g}")
+
+    def thresholds(self, tau: float | None) -> SequentialThresholds:
+        d = self.design
+        return SequentialThresholds(
+            cut=tau if self.cut is None else float(self.cut),
+            quantile=self.quantile,
+            expected_rate=d.p0,
+            alternative_rate=d.p1,
+            threshold=d.h,
+            calibrated_rate=min(d.guard * d.p0, 0.999),
+            in_control_arl=d.arl_at_guard,
+        )
+
+
+def default_channels(calibration: object) -> list[CusumChannel]:
+    """The worker's channels for a bundle's ``DriftCalibration`` (duck-typed): the tau channel
+    (``design_cusum(1 - quantile)``) and, when the calibration has the reference quantile
+    ``NEAR_QUANTILE`` below its own, the near channel at that distance (``NEAR_SHIFT``, ``NEAR_GUARD``)."""
+    quantile = float(calibration.quantile)  # type: ignore[attr-defined]
+    channels = [CusumChannel(design_cusum(1.0 - quantile), quantile)]
+    near = (getattr(calibration, "distance_quantiles", None) or {}).get(f"{NEAR_QUANTILE:g}")
+    if near is not None and NEAR_QUANTILE < quantile:
+        channels.append(CusumChannel(design_cusum(1.0 - NEAR_QUANTILE, shift=NEAR_SHIFT, guard=NEAR_GUARD),
+                                     NEAR_QUANTILE, float(near)))
+    return channels
+
+
+class _Run:
+    """One channel's statistic and what its current run has seen."""
+
+    __slots__ = ("centroids", "channel", "cusum", "sample", "start")
+
+    def __init__(self, channel: CusumChannel) -> None:
+        self.channel = channel
+        self.cusum = BernoulliCusum(channel.design)
+        self.clear()
+
+    def clear(self) -> None:
+        self.cusum.reset()
+        self.start: int | None = None
+        self.centroids: Counter[int] = Counter()
+        self.sample: list[str] = []
+
+
 class SequentialOutlierDetector:
-    """The CUSUM of ONE partition behind the monitor's detector interface.
+    """The CUSUM channels of ONE partition behind the monitor's detector interface.
 
     ``update(obs, window)`` -> ``SequentialDriftAlert`` or None; ``close(window)`` -> None (the
-    statistic carries over from window to window); ``reset()`` restarts the statistic at 0 (the
-    monitor calls it when a partition jumps back). At most one alert per aligned window (a second
-    crossing in the same window restarts the statistic silently). While ``quiet()`` is true the
-    statistic is held at 0: the monitor passes "the window test has decided the current window, or
-    an embedding_drift alert of this partition is firing", so the sequential test only speaks when
-    it is ahead of the window test, and starts afresh when the window test's episode is resolved.
-    Alerts are ``firing`` records; they are not resolved (the window test's ``resolved`` record
-    ends an embedding_drift episode; a pager expires the sequential ones).
+    statistics carry over from window to window); ``reset()`` restarts them at 0 (the monitor calls
+    it when a partition jumps back). Each channel (``CusumChannel``) runs its own statistic; at most
+    one alert per aligned window, whichever channel crosses first (a later crossing in the same
+    window restarts that statistic silently). While ``quiet()`` is true the statistics are held at
+    0: the monitor passes "the window test has decided the current window, or an embedding_drift
+    alert of this partition is firing", so the sequential test only speaks when it is ahead of the
+    window test, and starts afresh when the window test's episode is resolved. Alerts are
+    ``firing`` records; they are not resolved (the window test's ``resolved`` record ends an
+    embedding_drift episode; a pager expires the sequential ones).
     """
 
     def __init__(
         self,
-        design: CusumDesign,
+        channels: CusumChannel | Sequence[CusumChannel],
         context: AlertContext = AlertContext(),
         tau: float | None = None,
         reference_centroid_share: Sequence[float] = (),
@@ -299,82 +380,84 @@ class SequentialOutlierDetector:
     ) -> None:
         if sample_size < 0:
             raise ValueError(f"sample_size must be >= 0, got {sample_size}")
-        self.design = design
-        self.cusum = BernoulliCusum(design)
+        self.channels = [channels] if isinstance(channels, CusumChannel) else list(channels)
+        if not self.channels:
+            raise ValueError("a sequential detector needs at least one channel")
         self.context = context
         self.reference_centroid_share = [float(s) for s in reference_centroid_share]
         self.sample_size = sample_size
-        self.thresholds = SequentialThresholds(
-            tau=None if tau is None else float(tau),
-            expected_rate=design.p0,
-            alternative_rate=design.p1,
-            threshold=design.h,
-            calibrated_rate=min(design.guard * design.p0, 0.999),
-            in_control_arl=design.arl_at_guard,
-        )
+        self.thresholds = [c.thresholds(None if tau is None else float(tau)) for c in self.channels]
+        self._runs = [_Run(c) for c in self.channels]
         self._quiet = quiet
         self._clock = clock
         self.reset()
 
     def reset(self) -> None:
-        """Restart the statistic at 0 and forget the run."""
-        self.cusum.reset()
+        """Restart every statistic at 0 and forget the runs."""
+        for run in self._runs:
+            run.clear()
         self._alerted_window: int | None = None  # start offset of the window of the last alert
-        self._run_start: int | None = None
-        self._centroids: Counter[int] = Counter()
-        self._sample: list[str] = []
 
     def update(self, obs: Observation, window: OpenWindow) -> SequentialDriftAlert | None:
-        """One observation; an alert when the statistic crosses its threshold and nothing reported it yet."""
-        cusum = self.cusum
-        if self._quiet():  # the window test reports this partition: hold the statistic at 0
-            cusum.reset()
-            self._run_start = None
+        """One observation; an alert when a statistic crosses its threshold and nothing reported it yet."""
+        if self._quiet():  # the window test reports this partition: hold the statistics at 0
+            for run in self._runs:
+                if run.cusum.statistic:
+                    run.clear()
             return None
-        if cusum.statistic == 0:
-            if not obs.outlier:
-                return None  # at 0 an inlier changes nothing
-            self._run_start = obs.offset  # an outlier at 0 starts a run
-            self._centroids = Counter()
-            self._sample = []
-        self._centroids[obs.nearest_centroid] += 1
-        if obs.outlier and len(self._sample) < self.sample_size:
-            self._sample.append(obs.product_id)
-        alarm = cusum.update(obs.outlier)
-        if alarm is None or self._run_start is None:
-            return None
-        run_start, centroids, sample = self._run_start, self._centroids, self._sample
-        self._run_start = None
-        if self._alerted_window == window.start_offset:
-            return None  # at most one alert per window: restart silently
-        self._alerted_window = window.start_offset
-        c = self.context
-        identity = alert_id("firing", SEQUENTIAL, c.model_version, c.group_id, c.topic, window.partition,
-                            run_start, obs.offset + 1)
+        alert = None
+        for i, run in enumerate(self._runs):
+            cut = run.channel.cut
+            flagged = obs.outlier if cut is None else obs.distance > cut
+            if run.cusum.statistic == 0:
+                if not flagged:
+                    continue  # at 0 an inlier changes nothing
+                run.start = obs.offset  # a flagged message at 0 starts a run
+                run.centroids = Counter()
+                run.sample = []
+            run.centroids[obs.nearest_centroid] += 1
+            if flagged and len(run.sample) < self.sample_size:
+                run.sample.append(obs.product_id)
+            alarm = run.cusum.update(flagged)
+            if alarm is None or run.start is None:
+                continue
+            start, centroids, sample = run.start, run.centroids, run.sample
+            run.start = None
+            if alert is not None or self._alerted_window == window.start_offset:
+                continue  # at most one alert per window: restart silently
+            alert = self._alert(i, alarm, start, centroids, sample, obs, window)
+        if alert is not None:
+            self._alerted_window = window.start_offset
+        return alert
+
+    def close(self, window: OpenWindow) -> None:
+        """End of an aligned window: nothing to decide (the statistics carry over)."""
+        return
+
+    def _alert(self, i: int, alarm: CusumAlarm, start: int, centroids: Counter[int], sample: list[str],
+               obs: Observation, window: OpenWindow) -> SequentialDriftAlert:
+        c, design = self.context, self.channels[i].design
         return SequentialDriftAlert(
-            alert_id=identity,
+            alert_id=alert_id("firing", SEQUENTIAL, c.model_version, c.group_id, c.topic, window.partition,
+                              start, obs.offset + 1),
             model_version=c.model_version,
             group_id=c.group_id,
             topic=c.topic,
             partition=window.partition,
             window=window.snapshot(),
             worker_id=c.worker_id,
-            run_start_offset=run_start,
+            run_start_offset=start,
             alarm_offset=obs.offset,
             n=alarm.run_length,
-            outliers=alarm.run_outliers,
-            expected=alarm.run_length * self.design.p0,
-            statistic=alarm.statistic * self.design.unit,
-            thresholds=self.thresholds,
+            flagged=alarm.run_outliers,
+            expected=alarm.run_length * design.p0,
+            statistic=alarm.statistic * design.unit,
+            thresholds=self.thresholds[i],
             top_moved_centroids=self._moved_centroids(centroids, alarm.run_length),
-            outlier_sample=sample,
+            flagged_sample=sample,
             recommendation="investigate",
             created_at=self._clock(),
         )
-
-    def close(self, window: OpenWindow) -> None:
-        """End of an aligned window: nothing to decide (the statistic carries over)."""
-        return None
 
     def _moved_centroids(self, counts: Counter[int], n: int) -> list[MovedCentroid]:
         """Centroids of the run with the largest positive Pearson residual against the reference shares."""

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from stream_app.core.drift.alerts import AlertContext, DriftRecord
 from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, CategoryMixDetector
-from stream_app.core.drift.cusum import CusumDesign, SequentialOutlierDetector, design_cusum
+from stream_app.core.drift.cusum import CusumChannel, SequentialOutlierDetector, default_channels
 from stream_app.core.drift.observation import Observation
 from stream_app.core.drift.outlier_window import (
     DEFAULT_ALPHA,
@@ -143,14 +143,14 @@ class DriftMonitor:
         retrain_after: int = DEFAULT_RETRAIN_AFTER,
         sample_size: int = 10,
         clock: Callable[[], datetime] = utc_now,
-        sequential: bool | CusumDesign = False,
+        sequential: bool | Sequence[CusumChannel] = False,
     ) -> DriftMonitor:
         """Detectors for every partition from the bundle's ``DriftCalibration`` (duck-typed).
 
         Uses ``calibration.quantile`` (p0 = 1 - quantile), ``calibration.tau`` (reported only),
         ``calibration.centroid_share`` and ``calibration.category_share`` (aligned with ``labels``).
         An empty ``category_share`` disables the category-mix detector. ``sequential``: also run the
-        CUSUM (``True``: ``design_cusum(p0)`` with its defaults; or a ``CusumDesign`` for this p0).
+        CUSUM channels (``True``: ``cusum.default_channels(calibration)``; or the given channels).
         Bad parameters (quantile, alpha, a length mismatch) raise ``ValueError`` here, not on the
         first message.
         """
@@ -161,9 +161,11 @@ class DriftMonitor:
         centroid_share = list(getattr(calibration, "centroid_share", []) or [])
         shares = list(getattr(calibration, "category_share", []) or [])
         labels = list(labels)
-        design = design_cusum(1.0 - quantile) if sequential is True else (sequential or None)
-        if design is not None and abs(design.p0 - (1.0 - quantile)) > 1e-12:
-            raise ValueError(f"sequential design is for p0 = {design.p0}, the calibration's is {1.0 - quantile}")
+        channels = default_channels(calibration) if sequential is True else list(sequential or [])
+        for channel in channels:
+            if channel.cut is None and abs(channel.quantile - quantile) > 1e-12:
+                raise ValueError(f"a channel on the outlier flag must be at the calibration's quantile {quantile}, "
+                                 f"not {channel.quantile}")
 
         def detectors(partition: int) -> list[Detector]:
             window_test = OutlierRateDetector(
@@ -190,10 +192,10 @@ class DriftMonitor:
                         clock=clock,
                     )
                 )
-            if design is not None:
+            if channels:
                 made.append(
                     SequentialOutlierDetector(
-                        design,
+                        channels,
                         context=context,
                         tau=None if tau is None else float(tau),
                         reference_centroid_share=centroid_share,
