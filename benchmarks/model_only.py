@@ -225,3 +225,25 @@ def measure_thread_options(bundle: Bundle, texts: Sequence[str], batch_size: int
     return [{"threads": threads, "spinning": spinning, "tps": statistics.median(tps[(threads, spinning)]),
              "cpu_ms_per_text": statistics.median(cpu[(threads, spinning)]), "rounds_tps": tps[(threads, spinning)]}
             for threads, spinning in categorizers]
+
+
+def measure_model_batches(bundle: Bundle, texts: Sequence[str], threads: int = 1,
+                          model_batches: Sequence[int] = (8, 16, 32), windows: Sequence[int] = (16, 64, 256),
+                          rounds: int = 2, seed: int = 11) -> list[dict[str, Any]]:
+    """texts/s of arrival-order windows (micro-batches) of each size, sorted and cut into model batches of
+    each size (STREAM_MODEL_BATCH_SIZE): small windows are what a worker sees under light load, 256
+    under a backlog. Passes alternate for ``rounds`` rounds; median per (model batch, window)."""
+    categorizers = {mb: Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads, mb)
+                    for mb in model_batches}
+    ids = _arrival_order(next(iter(categorizers.values())).encode(texts), seed)
+    for categorizer in categorizers.values():
+        _warm(categorizer, ids, 32)
+    seconds: dict[tuple[int, int], list[float]] = {}
+    order = list(model_batches)
+    for r in range(rounds):
+        for mb in order if r % 2 == 0 else list(reversed(order)):
+            for window in windows:
+                seconds.setdefault((mb, window), []).append(
+                    _timed(lambda: [categorizers[mb].run_ids(w) for w in _chunks(ids, window)]))
+    return [{"model_batch": mb, "window": window, "tps": len(ids) / statistics.median(seconds[(mb, window)])}
+            for mb in model_batches for window in windows]

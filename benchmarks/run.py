@@ -58,14 +58,13 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.data import ROOT, elo7_path, load_products, render_texts
-from benchmarks.e2e import (
-    measure_idle_cpu,
-    measure_latency,
-    measure_throughput,
-    preproduce,
-    rate_from_times,
+from benchmarks.e2e import measure_idle_cpu, measure_latency, measure_throughput, preproduce, rate_from_times
+from benchmarks.model_only import (
+    measure_model_batches,
+    measure_model_only,
+    measure_references,
+    measure_thread_options,
 )
-from benchmarks.model_only import measure_model_only, measure_references, measure_thread_options
 from benchmarks.scaling import WorkerGroup, cores, fetch_wait_sweep
 from benchmarks.worker import (
     BenchmarkError,
@@ -76,6 +75,8 @@ from benchmarks.worker import (
     die_with_parent,
     free_port,
     process_memory_mb,
+    sched_delta,
+    thread_sched,
     worker_batch_stats,
     worker_env,
 )
@@ -217,6 +218,27 @@ def judge_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return targets
 
 
+def _busy_note(lat: dict[str, Any]) -> str:
+    """Why a latency is what it is: batch sizes, how busy the model was, and whether the inference thread
+    ran or waited for a CPU taken by other processes."""
+    note = ""
+    wb = lat.get("worker_batches")
+    if isinstance(wb, list):  # rounds: the first round's
+        wb = next((x for x in wb if x), None)
+    if wb:
+        note += (f"; batches of {wb['mean_batch_size']:.1f} messages, {wb.get('mean_inference_ms', 0):.0f} ms of model "
+                 f"each, model busy {wb.get('model_busy_share', 0):.0%}")
+    threads = lat.get("worker_threads")
+    if isinstance(threads, list):
+        threads = next((x for x in threads if x), None)
+    if threads and "inference" in threads:
+        t = threads["inference"]
+        note += f"; inference thread on a CPU {t['on_cpu']:.0%}, waiting for one {t['waiting_for_cpu']:.0%}"
+    if lat.get("load_avg_1m") is not None:
+        note += f"; load {lat['load_avg_1m']:.1f}"
+    return note
+
+
 def _ms3(lat: dict[str, Any], kind: str) -> str:
     return f"{lat[f'{kind}_p50_ms']:.0f} / {lat[f'{kind}_p90_ms']:.0f} / {lat[f'{kind}_p99_ms']:.0f} ms"
 
@@ -248,6 +270,10 @@ def render_table(r: dict[str, Any]) -> Table:
                       "tokenize + model + decode + centroids, in process")
         table.add_row("model-only, batch 1 latency", f"p50 {m['batch1_p50_ms']:.1f} ms", "",
                       f"p99 {m['batch1_p99_ms']:.1f} ms")
+    batches_by = {(b["model_batch"], b["window"]): b["tps"] for b in r.get("model_only_batches") or []}
+    for mbatch in sorted({k[0] for k in batches_by}):
+        cells = ", ".join(f"windows of {w}: {fmt(batches_by[(mbatch, w)])}" for w in sorted({k[1] for k in batches_by}))
+        table.add_row(f"model-only, model batches of {mbatch} ({cfg['threads']} thread(s))", "texts/s", "", cells)
     for t in r.get("model_only_threads") or []:
         table.add_row(f"model-only, windows of {micro}: {t['threads']} onnxruntime thread(s)"
                       f"{', spinning' if t['spinning'] else ', no spinning'}", f"{fmt(t['tps'])} texts/s", "",
@@ -303,9 +329,7 @@ def render_table(r: dict[str, Any]) -> Table:
                       _ms3(lat, "receive"), target,
                       f"receive - send; max {lat['receive_max_ms']:.0f} ms; {lat['received']}/{lat['sent']} "
                       f"received in {lat['duration_s']:.0f} s")
-        wb = lat.get("worker_batches")
-        busy = (f"; batches: mean {wb['mean_batch_size']:.1f} messages, {wb.get('mean_inference_ms', 0):.0f} ms of "
-                f"model each, model busy {wb.get('model_busy_share', 0):.0%}") if wb else ""
+        busy = _busy_note(lat)
         table.add_row("  worker's share (processed_at - event_time)", _ms3(lat, "processed"), "",
                       f"send -> the worker stamps its output (before publish + ack and the reader's fetch){busy}")
     mem = r.get("worker_memory_mb")
@@ -314,14 +338,17 @@ def render_table(r: dict[str, Any]) -> Table:
     sweep = r.get("fetch_wait_sweep")
     if sweep:
         for x in sweep:
-            lat, wait = x["latency"], x["fetch_max_wait_ms"]
-            met = lat["receive_p99_ms"] <= LATENCY_TARGET_MS
+            wait = x["fetch_max_wait_ms"]
             default = " (default)" if wait == FETCH_WAIT_DEFAULT_MS else ""
-            table.add_row(f"STREAM_FETCH_MAX_WAIT_MS={wait}{default}: latency at 50% of max, p50/p90/p99",
-                          _ms3(lat, "receive"), f"p99 <= {LATENCY_TARGET_MS:.0f} ms: {verdict(met)}",
-                          f"idle CPU {x['idle']['core_share']:.1%} of a core; worker's share "
-                          f"{_ms3(lat, 'processed')}; {lat['achieved_rate']:.0f} msg/s; p99 per round "
-                          f"{' / '.join(fmt(v) for v in lat.get('rounds_receive_p99_ms', []))} ms")
+            table.add_row(f"STREAM_FETCH_MAX_WAIT_MS={wait}{default}: idle CPU", f"{x['idle']['core_share']:.1%} of a core",
+                          "", f"{x['idle']['cpu_s']:.2f} CPU s in the same {x['idle']['seconds']:.0f} s for every value")
+            for fraction, lat in sorted(x.get("latency_by_fraction", {"0.5": x["latency"]}).items()):
+                met = lat["receive_p99_ms"] <= LATENCY_TARGET_MS
+                target = f"p99 <= {LATENCY_TARGET_MS:.0f} ms: {verdict(met)}" if float(fraction) == 0.5 else ""
+                table.add_row(f"  latency at {float(fraction):.0%} of max ({lat['achieved_rate']:.0f} msg/s), p50/p90/p99",
+                              _ms3(lat, "receive"), target,
+                              f"worker's share {_ms3(lat, 'processed')}; p99 per round "
+                              f"{' / '.join(fmt(v) for v in lat.get('rounds_receive_p99_ms', []))} ms{_busy_note(lat)}")
         t = targets.get("fetch_wait_default")
         if t:
             table.add_row(f"  default STREAM_FETCH_MAX_WAIT_MS={FETCH_WAIT_DEFAULT_MS}", "",
@@ -379,6 +406,8 @@ def run(
     idle_seconds: float | None = typer.Option(None, "--idle-seconds", help="Idle CPU window (default 10 s, quick 5)."),
     fetch_waits: str = typer.Option("1500,100,20", "--fetch-waits",
                                     help="STREAM_FETCH_MAX_WAIT_MS values compared side by side ('' skips)."),
+    fetch_wait_fractions: str = typer.Option("0.1,0.5", "--fetch-wait-fractions",
+                                             help="Rates of the fetch-wait sweep, as fractions of the maximum."),
     cores_configs: str = typer.Option("1x1,1x2,2x1", "--cores",
                                       help="PROCESSESxTHREADS configurations compared side by side ('' skips)."),
     cores_messages: int | None = typer.Option(None, "--cores-messages",
@@ -389,8 +418,9 @@ def run(
     rounds_option: int | None = typer.Option(None, "--rounds", min=1,
                                              help="Alternating rounds of the fetch-wait and cores stages "
                                              "(default 2, quick 1)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1,
-                                   help="Model batch: texts per onnxruntime call (worker's STREAM_MODEL_BATCH_SIZE)."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1,
+                                   help="Model batch: texts per onnxruntime call (worker's STREAM_MODEL_BATCH_SIZE); "
+                                   "8 = the chart's default (docs/benchmarks.md, model batches)."),
     micro_batch: int = typer.Option(256, "--micro-batch", min=1,
                                     help="Max messages per micro-batch taken from the stream "
                                     "(worker's STREAM_BATCH_SIZE)."),
@@ -407,6 +437,7 @@ def run(
     idle_s = idle_seconds or (5.0 if quick else 10.0)
     n_cores = cores_messages or (400 if quick else 3000)
     waits = [int(w) for w in fetch_waits.split(",") if w.strip()]
+    fetch_fractions = [float(f) for f in fetch_wait_fractions.split(",") if f.strip()]
     configs = parse_cores(cores_configs) if cores_configs.strip() else []
     warmup = 200
     rounds = 1 if quick else 2
@@ -424,7 +455,7 @@ def run(
         "started_at": datetime.now(UTC).isoformat(),
         "config": {"bundle": str(bundle), "broker": broker, "torch_checkpoint": str(checkpoint), "messages": n,
                    "naive_messages": m, "latency_seconds": duration, "idle_seconds": idle_s,
-                   "latency_fractions": list(LATENCY_FRACTIONS), "fetch_waits_ms": waits,
+                   "latency_fractions": list(LATENCY_FRACTIONS), "fetch_waits_ms": waits, "fetch_wait_fractions": fetch_fractions,
                    "fetch_wait_default_ms": FETCH_WAIT_DEFAULT_MS, "cores": configs, "cores_messages": n_cores,
                    "threads": threads, "stage_rounds": stage_rounds, "batch_size": batch_size,
                    "micro_batch": micro_batch, "partitions": partitions, "quick": quick, "seed": seed,
@@ -451,6 +482,10 @@ def run(
             console.print("[bold]model-only threads[/bold]: 1 vs 2 onnxruntime threads, spinning or not")
             r["model_only_threads"] = measure_thread_options(loaded, texts[: 512 if quick else 1024], batch_size,
                                                              micro_batch, rounds=1 if quick else 3)
+            stage = "model_only_batches"
+            console.print("[bold]model-only model batches[/bold]: STREAM_MODEL_BATCH_SIZE 8 / 16 / 32 by window")
+            r["model_only_batches"] = measure_model_batches(loaded, texts[:512], threads,
+                                                            rounds=1 if quick else 2)
 
             stage = "end_to_end"
             topics = BenchTopics.create(broker, partitions)
@@ -481,10 +516,13 @@ def run(
                 for fraction in LATENCY_FRACTIONS:
                     rate = throughput.tps * fraction
                     console.print(f"[bold]latency[/bold]: {fraction:.0%} of max = {rate:.0f} msg/s for {duration:.0f} s")
-                    stats_before = worker_batch_stats(port)
+                    stats_before, sched_before = worker_batch_stats(port), thread_sched(worker.pid)
                     level = measure_latency(broker, topics.input, collector, worker, products[:n], rate, duration,
                                             prefix=f"lat{int(fraction * 100)}", fraction_of_max=fraction).to_json()
                     level["worker_batches"] = batch_delta(stats_before, worker_batch_stats(port), level["duration_s"])
+                    level["worker_threads"] = sched_delta(worker.pid, sched_before, thread_sched(worker.pid),
+                                                          level["duration_s"])
+                    level["load_avg_1m"] = os.getloadavg()[0]
                     r["latency_levels"].append(level)
                 r["latency"] = next(x for x in r["latency_levels"] if x["fraction_of_max"] == 0.5)
                 r["worker_memory_mb"] = process_memory_mb(worker.pid)
@@ -512,8 +550,8 @@ def run(
                 rate = throughput.tps * 0.5
                 console.print(f"[bold]fetch wait[/bold]: {waits} ms, idle {idle_s:.0f} s + {rate:.0f} msg/s for "
                               f"{duration:.0f} s each")
-                r["fetch_wait_sweep"] = fetch_wait_sweep(base, waits, products[:n], warmup, rate, 0.5, duration,
-                                                         idle_s, rounds=stage_rounds)
+                r["fetch_wait_sweep"] = fetch_wait_sweep(base, waits, products[:n], warmup, throughput.tps,
+                                                         fetch_fractions, duration, idle_s, rounds=stage_rounds)
             if configs:
                 stage = "cores"
                 console.print(f"[bold]cores[/bold]: {configs} (processes x threads), {n_cores} products each")

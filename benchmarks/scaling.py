@@ -13,9 +13,9 @@ Contract:
   that for several groups at once; leaving it stops every worker (SIGTERM, then SIGKILL) and reader.
 * `fetch_wait_sweep(...)`: one worker per ``STREAM_FETCH_MAX_WAIT_MS`` value; their CPU over the same
   ``idle_s`` seconds without input (what each fetch loop burns while nothing arrives), then the
-  latency stage at ``rate`` (half the measured maximum in ``make bench``) for ``duration`` seconds
-  per round, ``rounds`` rounds in alternating order; percentiles over the pooled rounds, and each
-  round's p99.
+  latency stage at each fraction of the maximum rate (10% and 50% in ``make bench``) for ``duration``
+  seconds per round, ``rounds`` rounds in alternating order; percentiles over the pooled rounds,
+  each round's p99, the batches, and how much the inference thread ran or waited for a CPU.
 * `cores(...)`: for each (processes, inference threads) configuration, warm workers sharing the
   partitions get ``n / rounds`` products at once per round (`benchmarks.e2e.measure_backlog`), rounds
   alternating; texts/s per round and over all rounds (messages / summed seconds).
@@ -43,6 +43,8 @@ from benchmarks.worker import (
     batch_delta,
     cpu_seconds,
     free_port,
+    sched_delta,
+    thread_sched,
     worker_batch_stats,
     worker_env,
 )
@@ -152,9 +154,11 @@ def _alternating(items: Sequence[Any], rounds: int) -> Iterator[tuple[int, Any]]
             yield r, item
 
 
-def fetch_wait_sweep(base: WorkerGroup, waits: Sequence[int], products: Sequence[Product], warmup: int, rate: float,
-                     fraction: float, duration: float, idle_s: float, rounds: int = 2) -> list[dict[str, Any]]:
-    """One warm worker per ``STREAM_FETCH_MAX_WAIT_MS`` value: idle CPU, then latency at ``rate`` (module docstring)."""
+def fetch_wait_sweep(base: WorkerGroup, waits: Sequence[int], products: Sequence[Product], warmup: int,
+                     max_rate: float, fractions: Sequence[float], duration: float, idle_s: float,
+                     rounds: int = 2) -> list[dict[str, Any]]:
+    """One warm worker per ``STREAM_FETCH_MAX_WAIT_MS`` value: idle CPU, then latency at each fraction of
+    ``max_rate`` (module docstring); ``latency`` is the stage at half the maximum rate."""
     groups = {wait: base.like(STREAM_FETCH_MAX_WAIT_MS=str(wait)) for wait in waits}
     with running_all(list(groups.values()), products[:warmup]):
         # One window for all of them: the same seconds of the machine.
@@ -167,22 +171,35 @@ def fetch_wait_sweep(base: WorkerGroup, waits: Sequence[int], products: Sequence
             g.workers[0].check_alive()
             used = cpu_seconds(g.workers[0].pid) - before[wait]
             idle_each[wait] = {"seconds": wall, "cpu_s": used, "core_share": used / wall}
-        stages: dict[int, list[Any]] = {wait: [] for wait in waits}
-        batches: dict[int, list[dict[str, float] | None]] = {wait: [] for wait in waits}
-        for r, wait in _alternating(list(waits), rounds):
-            g = groups[wait]
-            assert g.topics is not None and g.collector is not None
-            stats = worker_batch_stats(g.ports[0])
-            result = measure_latency(base.broker, g.topics.input, g.collector, g.workers[0], products[warmup:],
-                                     rate, duration, prefix=f"fw{wait}r{r}", fraction_of_max=fraction)
-            stages[wait].append(result)
-            batches[wait].append(batch_delta(stats, worker_batch_stats(g.ports[0]), result.duration_s))
+        stages: dict[tuple[int, float], list[Any]] = {(w, f): [] for w in waits for f in fractions}
+        batches: dict[tuple[int, float], list[dict[str, float] | None]] = {key: [] for key in stages}
+        threads: dict[tuple[int, float], list[dict[str, Any]]] = {key: [] for key in stages}
+        for fraction in fractions:
+            for r, wait in _alternating(list(waits), rounds):
+                g = groups[wait]
+                assert g.topics is not None and g.collector is not None
+                pid = g.workers[0].pid
+                stats, sched = worker_batch_stats(g.ports[0]), thread_sched(pid)
+                result = measure_latency(base.broker, g.topics.input, g.collector, g.workers[0], products[warmup:],
+                                         max_rate * fraction, duration, prefix=f"fw{wait}f{fraction}r{r}",
+                                         fraction_of_max=fraction)
+                stages[(wait, fraction)].append(result)
+                batches[(wait, fraction)].append(batch_delta(stats, worker_batch_stats(g.ports[0]),
+                                                             result.duration_s))
+                threads[(wait, fraction)].append(sched_delta(pid, sched, thread_sched(pid), result.duration_s))
     out = []
     for wait in waits:
-        pooled = pool_latency(stages[wait]).to_json()
-        pooled["rounds_receive_p99_ms"] = [s.receive_p99_ms for s in stages[wait]]
-        pooled["worker_batches"] = batches[wait]
-        out.append({"fetch_max_wait_ms": wait, "idle": idle_each[wait], "latency": pooled})
+        by_fraction = {}
+        for fraction in fractions:
+            key = (wait, fraction)
+            pooled = pool_latency(stages[key]).to_json()
+            pooled["rounds_receive_p99_ms"] = [s.receive_p99_ms for s in stages[key]]
+            pooled["worker_batches"] = batches[key]
+            pooled["worker_threads"] = threads[key]
+            by_fraction[str(fraction)] = pooled
+        half = by_fraction.get("0.5") or by_fraction[str(fractions[-1])]
+        out.append({"fetch_max_wait_ms": wait, "idle": idle_each[wait], "latency": half,
+                    "latency_by_fraction": by_fraction})
     return out
 
 

@@ -11,6 +11,8 @@ Contract:
 * `cpu_seconds(pid)` is the CPU time (user + system, all threads) the process used so far, from
   ``/proc/PID/stat``; `assigned_partitions(port)` reads how many input partitions a worker holds
   from its ``/readyz`` (None while it does not answer).
+* `thread_sched(pid)` / `sched_delta`: per-thread seconds on a CPU and waiting for one
+  (``/proc/PID/task/TID/schedstat``): tells a worker slowed by other processes from a slow worker.
 * `worker_batch_stats(port)` reads the micro-batch count, mean size and model seconds from a worker's
   ``/metrics``; `batch_delta` turns two readings into what happened in between.
 * `OutputCollector` consumes a topic from the beginning on a background thread (``assign``, no
@@ -184,6 +186,34 @@ def cpu_seconds(pid: int, tid: int | None = None) -> float:
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_sched(pid: int) -> dict[int, tuple[float, float]]:
+    """Per thread of ``pid``: (seconds on a CPU, seconds runnable but waiting for a CPU), from schedstat."""
+    out: dict[int, tuple[float, float]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            run, wait, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        except (OSError, ValueError):
+            continue
+        out[int(tid)] = (int(run) / 1e9, int(wait) / 1e9)
+    return out
+
+
+def sched_delta(pid: int, before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]],
+                seconds: float) -> dict[str, dict[str, float]]:
+    """Shares of ``seconds`` that the busiest non-main thread (the inference thread) and the main thread (the
+    event loop) spent on a CPU and waiting for one: a thread waiting for a CPU is slowed by other processes."""
+    deltas = {tid: (a[0] - before.get(tid, (0.0, 0.0))[0], a[1] - before.get(tid, (0.0, 0.0))[1])
+              for tid, a in after.items()}
+    out: dict[str, dict[str, float]] = {}
+    others = {tid: d for tid, d in deltas.items() if tid != pid}
+    if others:
+        busiest = max(others, key=lambda tid: others[tid][0])
+        out["inference"] = {"on_cpu": others[busiest][0] / seconds, "waiting_for_cpu": others[busiest][1] / seconds}
+    if pid in deltas:
+        out["event_loop"] = {"on_cpu": deltas[pid][0] / seconds, "waiting_for_cpu": deltas[pid][1] / seconds}
+    return out
 
 
 _ASSIGNED = re.compile(r"(\d+) input partition")

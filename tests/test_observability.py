@@ -35,7 +35,7 @@ def observed(broker: str, test_bundle: Path, tmp_path_factory: pytest.TempPathFa
     topics = WorkerTopics.create(broker, "obs")
     worker = start_worker(broker, topics, test_bundle, tmp_path_factory.mktemp("obs"), ready=False,
                           liveness_stall_seconds=1, drift_window=100)
-    # Before the group join completes the web server answers but no partition is assigned.
+    # Readiness over start-up: the web server answers once the bundle is loaded.
     statuses = []
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -53,12 +53,24 @@ def observed(broker: str, test_bundle: Path, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.mark.broker
-def test_readyz_waits_for_partitions(observed) -> None:
+def test_readyz_names_the_serving_model_and_its_partitions(observed, test_bundle: Path) -> None:
+    """Ready once the bundle is loaded (with or without partitions: a standby is ready too, see
+    test_a_worker_without_partitions_is_a_ready_standby); the body names the model that serves."""
+    from stream_app.core.bundle import Bundle
+
     worker, _, statuses = observed
-    assert statuses and statuses[-1] == 200, worker.tail()
-    assert 503 in statuses, f"readyz never reported not-ready before the assignment: {statuses[:5]}"
-    status, body = worker.get("/readyz")
-    assert status == 200 and json.loads(body)["status"] == "ready"
+    assert statuses and statuses[-1] == 200 and 503 not in statuses, worker.tail()
+    deadline = time.monotonic() + 30
+    body: dict[str, object] = {}
+    while time.monotonic() < deadline:  # until the group join assigned the partitions
+        status, text = worker.get("/readyz")
+        body = json.loads(text)
+        if "input partition(s) assigned" in str(body["detail"]):
+            break
+        time.sleep(0.3)
+    assert status == 200 and body["status"] == "ready", body
+    assert body["model_version"] == Bundle.load(test_bundle).version and body["shadow_version"] is None
+    assert "3 input partition(s) assigned" in str(body["detail"]), body
 
 
 @pytest.mark.broker
