@@ -25,6 +25,7 @@ Nothing is asserted; `BenchmarkError` names the configuration that failed.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -77,6 +78,7 @@ class WorkerGroup:
         self.collector = OutputCollector(self.broker, self.topics.output, self.partitions)
         group = f"bench-group-{uuid.uuid4().hex[:8]}"
         tag = "-".join(f"{k.removeprefix('STREAM_').lower()}{v}" for k, v in self.overrides.items()) or "default"
+        tag = re.sub(r"[^A-Za-z0-9_.-]", "_", tag)
         for i in range(self.processes):
             port = free_port()
             env = worker_env(self.broker, self.topics, self.bundle, self.workdir / f"data-{group}-{i}", port,

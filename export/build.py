@@ -99,7 +99,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
     # torch is imported only now, so that bad input fails in a second, not after the torch import.
     from export.model import CategorizerModel
     from export.onnx_export import export_core, int8_parity, int8_pooled_embeddings, quantize_int8, torch_parity
-    from export.train import train_finetune, train_frozen
+    from export.train import seed_everything, train_finetune, train_frozen
 
     progress = progress or no_progress
     lexicon, lexicon_note = None, "--no-tfidf"
@@ -117,6 +117,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             model, train_info = load_checkpoint(config.from_checkpoint, labels, config.max_tokens)
         else:
             start = encoder_dir if config.warm_start is None else checkpoint_encoder(config.warm_start)
+            seed_everything(config.train.seed)  # the head's initial weights: torch seeds itself at random per process
             model = CategorizerModel.from_pretrained(start, len(labels), lexical=config.lexical)
             warm = None if config.warm_start is None else warm_start(model, config.warm_start, labels, config.max_tokens)
             train_ids = [ids[i] for i in sides["train"]]

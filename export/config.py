@@ -27,6 +27,7 @@ class TrainConfig:
     seed: int = 13
     # Frozen mode: the encoder embeds a seeded sample of at most this many training rows, once; the
     # head learns on them and the drift centroids are fitted on them (None: every row). The TF-IDF
-    # branch always fits every training row. On Elo7 the head on 4k, 8k, 16k or all 27k rows scored
-    # the same within noise (test macro-F1 0.851-0.859, README): the margins carry most of it.
+    # branch always fits every training row. On Elo7 (5 seeds each, README) the head on 8k rows
+    # scored test accuracy 0.893 +- 0.002 and macro-F1 0.856 +- 0.004, on all 27k 0.894 +- 0.001 and
+    # 0.854 +- 0.002: the margins carry most of it, and 8k rows embed in a third of the time.
     frozen_rows: int | None = 8192

@@ -64,6 +64,12 @@ def run_worker(settings: Settings) -> None:
         level=settings.log_level.value.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
     )
     path, where = _serving_path(settings)
+    # The drift search (64 centroids, a micro-batch of queries) is microseconds of work: FAISS's
+    # OpenMP pool only adds threads that spin after each search, on the cores the model needs; with
+    # it, decoding a batch of 13 took 0.48 ms per text instead of 0.02 (docs/benchmarks.md).
+    import faiss
+
+    faiss.omp_set_num_threads(1)
     # One model call at a time: a second concurrent onnxruntime run would only fight for the same
     # cores (STREAM_INFERENCE_THREADS); batches in flight still overlap inference with I/O.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
