@@ -189,7 +189,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             composed = branch.complete(int8_core.run_ids(test_ids[:PARITY_ROWS]), test_ids[:PARITY_ROWS])
             gap = max(float(np.abs(shipped.embeddings - composed.embeddings).max()),
                       float(np.abs(shipped.probabilities - composed.probabilities).max()))
-            if gap > 1e-5:
+            if gap > 1e-4:  # float32 rounding of the margins, times w up to 64, stays far below this
                 raise RuntimeError(f"{int8_path.name} differs from its INT8 core + TF-IDF margins by {gap:.2e}")
             fp32 = Categorizer(fp32_path, staging / "tokenizer.json", config.max_tokens)
             n = len(test_ids) if config.train.mode != "frozen" else min(len(test_ids), QUICK_INT8_PARITY_ROWS)
