@@ -142,11 +142,20 @@ def running_all(groups: Sequence[WorkerGroup], warmup: Sequence[Product]) -> Ite
             group.start()
         for group in groups:
             group.warm(warmup)
+            if len(groups) > 1 and group.collector is not None:
+                group.collector.pause()
         time.sleep(2.0)  # let the warm-ups' commits and metadata refreshes pass
         yield groups
     finally:
         for group in groups:
             group.stop()
+
+
+def _measuring(group: WorkerGroup) -> OutputCollector:
+    """Resume ``group``'s reader (the others stay paused while it is measured)."""
+    assert group.collector is not None
+    group.collector.resume()
+    return group.collector
 
 
 def _alternating(items: Sequence[Any], rounds: int) -> Iterator[tuple[int, Any]]:
@@ -182,9 +191,10 @@ def fetch_wait_sweep(base: WorkerGroup, waits: Sequence[int], products: Sequence
                 assert g.topics is not None and g.collector is not None
                 pid = g.workers[0].pid
                 stats, sched = worker_batch_stats(g.ports[0]), thread_sched(pid)
-                result = measure_latency(base.broker, g.topics.input, g.collector, g.workers[0], products[warmup:],
+                result = measure_latency(base.broker, g.topics.input, _measuring(g), g.workers[0], products[warmup:],
                                          max_rate * fraction, duration, prefix=f"fw{wait}f{fraction}r{r}",
                                          fraction_of_max=fraction)
+                g.collector.pause()
                 stages[(wait, fraction)].append(result)
                 batches[(wait, fraction)].append(batch_delta(stats, worker_batch_stats(g.ports[0]),
                                                              result.duration_s))
@@ -219,7 +229,8 @@ def cores(base: WorkerGroup, configs: Sequence[tuple[int, int]], products: Seque
             # Fresh keys per round: the reader counts distinct keys.
             batch = [Product(f"{p.product_id}-r{r}", p.title, p.tags) for p in measured[r * per_round:
                                                                                       (r + 1) * per_round]]
-            runs[config].append(measure_backlog(base.broker, g.topics.input, g.collector, g.workers, batch, timeout))
+            runs[config].append(measure_backlog(base.broker, g.topics.input, _measuring(g), g.workers, batch, timeout))
+            g.collector.pause()
     out = []
     for (processes, threads), measures in runs.items():
         messages = sum(m["messages"] for m in measures)

@@ -74,6 +74,19 @@ class AlertContext:
     topic: str = ""
     worker_id: str = ""
 
+    def resolved(
+        self, kind: AlertType, alert_id: str, partition: int, window: AlertWindow, ended: tuple[str, int], n: int,
+        statistic: float, p_value: float, thresholds: EmbeddingThresholds | CategoryThresholds, created_at: datetime,
+    ) -> DriftResolved:
+        """The ``resolved`` record of a clean window ending a streak ``ended`` = (last alert id, drifted windows)."""
+        resolves, drifted_windows = ended
+        return DriftResolved(
+            alert_id=alert_id, type=kind, resolves=resolves, drifted_windows=drifted_windows,
+            model_version=self.model_version, group_id=self.group_id, topic=self.topic, partition=partition,
+            window=window, worker_id=self.worker_id, n=n, statistic=statistic, p_value=p_value,
+            thresholds=thresholds, created_at=created_at,
+        )
+
 
 class _Frozen(BaseModel):
     # Frozen; unknown fields are ignored so that older consumers read newer alerts.

@@ -158,25 +158,8 @@ class CategoryMixDetector:
             ended = self._streak.clean(window.start_offset)
             if ended is None:
                 return None
-            resolves, drifted_windows = ended
-            c = self.context
-            return DriftResolved(
-                alert_id=self._id("resolved", window),
-                type="category_mix",
-                resolves=resolves,
-                drifted_windows=drifted_windows,
-                model_version=c.model_version,
-                group_id=c.group_id,
-                topic=c.topic,
-                partition=window.partition,
-                window=window.snapshot(),
-                worker_id=c.worker_id,
-                n=n,
-                statistic=statistic,
-                p_value=p_value,
-                thresholds=thresholds,
-                created_at=self._clock(),
-            )
+            return self.context.resolved("category_mix", self._id("resolved", window), window.partition, window.snapshot(),
+                                         ended, n, statistic, p_value, thresholds, self._clock())
         finally:
             self.reset()
 

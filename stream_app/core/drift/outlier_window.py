@@ -150,25 +150,8 @@ class OutlierRateDetector:
             ended = self._streak.clean(window.start_offset)
             if ended is None:
                 return None
-            resolves, drifted_windows = ended
-            c = self.context
-            return DriftResolved(
-                alert_id=self._id("resolved", window),
-                type="embedding_drift",
-                resolves=resolves,
-                drifted_windows=drifted_windows,
-                model_version=c.model_version,
-                group_id=c.group_id,
-                topic=c.topic,
-                partition=window.partition,
-                window=window.snapshot(),
-                worker_id=c.worker_id,
-                n=n,
-                statistic=float(self.outliers),
-                p_value=tail_probability(self.outliers, n, self.p0),
-                thresholds=self.thresholds,
-                created_at=self._clock(),
-            )
+            return self.context.resolved("embedding_drift", self._id("resolved", window), window.partition, window.snapshot(),
+                                         ended, n, float(self.outliers), tail_probability(self.outliers, n, self.p0), self.thresholds, self._clock())
         finally:
             self.reset()
 
