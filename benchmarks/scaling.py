@@ -51,6 +51,9 @@ from benchmarks.worker import (
 )
 
 
+RESUME_S = 2.0
+
+
 @dataclass
 class WorkerGroup:
     broker: str
@@ -152,9 +155,11 @@ def running_all(groups: Sequence[WorkerGroup], warmup: Sequence[Product]) -> Ite
 
 
 def _measuring(group: WorkerGroup) -> OutputCollector:
-    """Resume ``group``'s reader (the others stay paused while it is measured)."""
+    """Resume ``group``'s reader (the others stay paused while it is measured) and give it time to fetch
+    again: librdkafka takes up to ~1 s to refetch a resumed partition, which would read as latency."""
     assert group.collector is not None
     group.collector.resume()
+    time.sleep(RESUME_S)
     return group.collector
 
 
