@@ -49,7 +49,12 @@ broker: venv
 broker-stop: venv
 	$(PY) -m stream_app.broker stop --port $(BROKER_PORT)
 
-test: venv
+# ruff over the code, mypy (strict) over the runtime package; both read pyproject.toml.
+lint: venv
+	$(PY) -m ruff check stream_app export benchmarks tests
+	$(PY) -m mypy stream_app
+
+test: venv lint
 	$(PY) -m stream_app.broker start --port $(BROKER_PORT)
 	STREAM_TEST_BROKER=127.0.0.1:$(BROKER_PORT) $(PY) -m pytest $(PYTEST_ARGS); \
 	  status=$$?; $(PY) -m stream_app.broker stop --port $(BROKER_PORT); exit $$status

@@ -64,7 +64,8 @@ def render_texts(template: TextTemplate, products: Sequence[Product]) -> list[st
 
 def event_bytes(product: Product, product_id: str | None = None, event_time_ms: int | None = None) -> bytes:
     """One ``products`` message value. ``event_time`` is epoch milliseconds when given, else absent."""
-    event: dict[str, Any] = {"product_id": product_id or product.product_id, "title": product.title, "tags": product.tags}
+    event: dict[str, Any] = {"product_id": product_id or product.product_id, "title": product.title,
+                             "tags": product.tags}
     if event_time_ms is not None:
         event["event_time"] = event_time_ms
     return json.dumps(event, ensure_ascii=False).encode()

@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from benchmarks.data import Product, event_bytes
 from benchmarks.worker import (
@@ -49,7 +49,7 @@ def preproduce(broker: str, topic: str, products: Sequence[Product], timeout: fl
     producer = _producer(broker)
     errors: list[str] = []
 
-    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             errors.append(str(err))
 
@@ -167,7 +167,7 @@ def measure_latency(broker: str, topic: str, collector: OutputCollector, worker:
     sent: dict[bytes, float] = {}
     errors: list[str] = []
 
-    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             errors.append(str(err))
 

@@ -32,6 +32,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,21 @@ def _warm(categorizer: Categorizer, ids: Sequence[Sequence[int]], batch_size: in
     categorizer.run_ids(ids[: batch_size * 2])  # first runs allocate arenas: keep them out of the timings
 
 
+def _run_windows(categorizer: Categorizer, ids: Sequence[Sequence[int]], window: int) -> None:
+    for chunk in _chunks(ids, window):
+        categorizer.run_ids(chunk)
+
+
+def _time_pipeline(bundle: Bundle, texts: Sequence[str], threads: int, batch_size: int, micro_batch: int,
+                   seed: int) -> float:
+    """Seconds of `Pipeline.predict` over the arrival-order windows; the pipeline (a second onnxruntime
+    session) is released on return, before the batch-1 timings."""
+    pipeline = Pipeline(bundle, threads=threads, batch_size=batch_size)
+    shuffled_texts = _arrival_order(texts, seed)
+    pipeline.predict(shuffled_texts[:batch_size])
+    return _timed(lambda: [pipeline.predict(w) for w in _chunks(shuffled_texts, micro_batch)])
+
+
 def measure_model_only(
     bundle: Bundle,
     texts: Sequence[str],
@@ -133,11 +149,7 @@ def measure_model_only(
         for fn, sink in passes if r % 2 == 0 else reversed(passes):
             sink.append(_timed(fn))
 
-    pipeline = Pipeline(bundle, threads=threads, batch_size=batch_size)
-    shuffled_texts = _arrival_order(texts, seed)
-    pipeline.predict(shuffled_texts[:batch_size])
-    pipeline_s = _timed(lambda: [pipeline.predict(w) for w in _chunks(shuffled_texts, micro_batch)])
-    del pipeline
+    pipeline_s = _time_pipeline(bundle, texts, threads, batch_size, micro_batch, seed)
 
     single = [shuffled[i] for i in range(min(batch1_samples, len(shuffled)))]
     latencies_ms = []
@@ -243,7 +255,7 @@ def measure_model_batches(bundle: Bundle, texts: Sequence[str], threads: int = 1
     for r in range(rounds):
         for mb in order if r % 2 == 0 else list(reversed(order)):
             for window in windows:
-                seconds.setdefault((mb, window), []).append(
-                    _timed(lambda: [categorizers[mb].run_ids(w) for w in _chunks(ids, window)]))
+                run = partial(_run_windows, categorizers[mb], ids, window)
+                seconds.setdefault((mb, window), []).append(_timed(run))
     return [{"model_batch": mb, "window": window, "tps": len(ids) / statistics.median(seconds[(mb, window)])}
             for mb in model_batches for window in windows]

@@ -82,7 +82,8 @@ def plain_encoder_graph(encoder_dir: Path) -> Path:
                           output_names=["embedding"], opset_version=17, dynamo=False,
                           dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"},
                                         "embedding": {0: "b"}})
-    quantize_dynamic(str(fp32), str(int8), per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    quantize_dynamic(str(fp32), str(int8), per_channel=True, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul"])
     fp32.unlink()
     return int8
 
@@ -112,7 +113,8 @@ def core_only_graph(bundle: Bundle) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     out = CACHE / f"core-{bundle.version}.onnx"
     if not out.is_file():
-        onnx.utils.extract_model(str(bundle.model_path), str(out), ["input_ids", "attention_mask"], ["embedding", "logits"])
+        onnx.utils.extract_model(str(bundle.model_path), str(out), ["input_ids", "attention_mask"],
+                                 ["embedding", "logits"])
     return out
 
 
@@ -163,9 +165,11 @@ def main(
     rounds: int = typer.Option(3, "--rounds", min=1, help="Rounds over all texts; the median is reported."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     threads: int = typer.Option(2, "--threads", min=1),
-    encoder: Path | None = typer.Option(None, "--encoder", help="Plain encoder folder (default: the installed MiniLM)."),
+    encoder: Path | None = typer.Option(None, "--encoder",
+                                        help="Plain encoder folder (default: the installed MiniLM)."),
 ) -> None:
-    """Time the bundle graph, the plain encoder and the bundle cut before its TF-IDF branch, taking turns batch by batch."""
+    """Time the bundle graph, the plain encoder and the bundle cut before its TF-IDF branch, taking turns batch by
+    batch."""
     from export.encoders import resolve_encoder
 
     loaded = Bundle.load(bundle)
@@ -198,7 +202,8 @@ def main(
         "plain_over_notes": median["plain"] / NOTES_PLAIN_INT8_TPS,
         "bundle_at_notes_speed": over_plain * NOTES_PLAIN_INT8_TPS,
     }
-    result["tfidf_share"] = statistics.median(1 - c / b for c, b in zip(seconds["core"], seconds["bundle"], strict=True))
+    result["tfidf_share"] = statistics.median(1 - c / b
+                                              for c, b in zip(seconds["core"], seconds["bundle"], strict=True))
     table = Table(title=f"INT8 graphs, {len(ids)} Elo7 texts (mean {result['mean_tokens']:.1f} tokens), "
                         f"sorted batches of {batch_size}, {threads} threads, taking turns, median of {rounds} rounds")
     table.add_column("graph")

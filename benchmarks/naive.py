@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             if msg is None:
                 continue
             if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+                # confluent_kafka's public name for librdkafka's internal code (the underscore is theirs)
+                if msg.error().code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - public constant
                     continue
                 raise RuntimeError(f"consume: {msg.error()}")
             event = json.loads(msg.value())

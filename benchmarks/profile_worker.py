@@ -232,7 +232,7 @@ def run(
             result["wall_s"] = wall
             result["worker_cpu_s"] = cpu_seconds(worker.pid) - cpu_before
             result["event_loop_cpu_s"] = cpu_seconds(worker.pid, worker.pid) - main_before
-        except (Exception, KeyboardInterrupt) as exc:
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded in the result JSON; exits 1
             result["error"] = repr(exc)
             console.print(f"[red]failed[/red]: {exc}")
         finally:
@@ -246,8 +246,9 @@ def run(
         result["raw"] = str(raw_path)
         console.print(render(summary, result["wall_s"], rate, top))
         console.print(f"end to end {result['tps']:.0f} msg/s over {messages} messages while sampled; worker CPU "
-                      f"{result['worker_cpu_s'] / messages * 1000:.2f} ms per message, of which the event loop (main thread) "
-                      f"{result['event_loop_cpu_s'] / messages * 1000:.2f} ms; collapsed stacks in {raw_path}")
+                      f"{result['worker_cpu_s'] / messages * 1000:.2f} ms per message, of which the event loop "
+                      f"(main thread) {result['event_loop_cpu_s'] / messages * 1000:.2f} ms; "
+                      f"collapsed stacks in {raw_path}")
     json_path = out_dir / f"profile-{stamp}.json"
     json_path.write_text(json.dumps(result, indent=2))
     console.print(f"summary written to {json_path}")

@@ -21,7 +21,13 @@ receive - send and of the worker's own share, processed_at - event_time); 6. wor
 8. the fetch-wait sweep: one fresh worker per ``--fetch-waits`` value of STREAM_FETCH_MAX_WAIT_MS,
 its idle CPU and its latency at half the maximum rate (`benchmarks.scaling`);
 9. cores: throughput of warm workers per ``--cores`` configuration (processes x inference threads);
-10. the naive PyTorch loop over ``--naive-messages`` of the same products.
+10. shadow: serving throughput with a shadow candidate scoring ``--shadow-share`` of the messages
+vs without, side by side (issue 10's target: under 10% lost at a 10% share);
+11. the naive PyTorch loop over ``--naive-messages`` of the same products.
+
+``--stages`` picks the optional stages (``variants`` = the model-only thread and model-batch rows,
+``latency`` = idle CPU, latency and memory, ``sweep``, ``cores``, ``shadow``, ``naive``); model-only
+and end to end always run, e.g. ``--stages shadow`` for the end-to-end ratio and the shadow cost alone.
 
 Batching: ``--batch-size`` is the model batch (texts per onnxruntime call, the worker's
 STREAM_MODEL_BATCH_SIZE) and ``--micro-batch`` the messages the worker takes from the stream at
@@ -65,7 +71,7 @@ from benchmarks.model_only import (
     measure_references,
     measure_thread_options,
 )
-from benchmarks.scaling import WorkerGroup, cores, fetch_wait_sweep
+from benchmarks.scaling import WorkerGroup, cores, fetch_wait_sweep, shadow_cost
 from benchmarks.worker import (
     BenchmarkError,
     BenchTopics,
@@ -82,13 +88,17 @@ from benchmarks.worker import (
 )
 from stream_app.broker import is_ready
 from stream_app.core.bundle import Bundle, BundleError
+from stream_app.core.store import BundleStore
 from stream_app.settings import Settings
 
 E2E_TARGET = 0.90  # end-to-end / model-only at the same batching (the window pass)
 NAIVE_TARGET = 5.0  # end-to-end / naive
 LATENCY_TARGET_MS = 150.0  # p99 of receive - send at half the maximum rate
+SHADOW_COST_TARGET = 0.10  # serving throughput lost to a shadow candidate at a 10% share
 LATENCY_FRACTIONS = (0.1, 0.5, 0.9)  # latency stages, as fractions of the measured maximum rate
 FETCH_WAIT_DEFAULT_MS = Settings.model_fields["fetch_max_wait_ms"].default
+# Optional stages (``--stages``); model-only and end to end always run: every other figure is relative to them.
+STAGES = ("variants", "latency", "sweep", "cores", "shadow", "naive")
 # Wide enough for the table when the output is a pipe or a log file (rich assumes 80 columns there).
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -212,6 +222,10 @@ def judge_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
                       "the least idle CPU of the values that do",
             "value": FETCH_WAIT_DEFAULT_MS, "met": ok,
             "meeting_target": [x["fetch_max_wait_ms"] for x in meeting]}
+    shadow = r.get("shadow")
+    if shadow is not None:
+        targets["shadow_cost"] = {"target": f"< {SHADOW_COST_TARGET:.0%} at a {shadow['share']:.0%} share",
+                                  "value": shadow["cost"], "met": shadow["cost"] < SHADOW_COST_TARGET}
     naive = ratios.get("e2e_over_naive")
     targets["e2e_over_naive"] = {"target": f">= {NAIVE_TARGET:.0f}", "value": naive,
                                  "met": None if naive is None else naive >= NAIVE_TARGET}
@@ -367,6 +381,15 @@ def render_table(r: dict[str, Any]) -> Table:
         if cap:
             table.add_row("  capacity per vCPU", f"{fmt(cap['msgs_per_vcpu'])} msg/s", "",
                           f"best configuration ({cap['best']}) / {cap['vcpus']} vCPUs of this shared machine")
+    sh = r.get("shadow")
+    if sh:
+        table.add_row(f"shadow candidate at a {sh['share']:.0%} share: serving cost", f"{sh['cost']:.1%}",
+                      f"< {SHADOW_COST_TARGET:.0%}: {verdict(targets['shadow_cost']['met'])}",
+                      f"{fmt(sh['shadow_tps'])} vs {fmt(sh['plain_tps'])} texts/s without; rounds "
+                      f"{', '.join(fmt(x) for x in sh['rounds_tps']['shadow'])} vs "
+                      f"{', '.join(fmt(x) for x in sh['rounds_tps']['plain'])}; the shadow scored "
+                      f"{sh['shadowed_share']:.1%} of the messages, {sh['shadow_model_s_per_message'] * 1e3:.2f} ms "
+                      f"of model each; {sh['failures']:.0f} failures")
     n = r.get("naive")
     if n:
         table.add_row("naive PyTorch loop", f"{fmt(n['tps'], ',.1f')} texts/s", "",
@@ -426,6 +449,11 @@ def run(
                                     "(worker's STREAM_BATCH_SIZE)."),
     partitions: int = typer.Option(6, "--partitions", help="Partitions of the benchmark topics (service default 6)."),
     no_naive: bool = typer.Option(False, "--no-naive", help="Skip the naive baseline."),
+    stages_option: str = typer.Option("all", "--stages",
+                                      help=f"Optional stages to run, comma-separated, of {','.join(STAGES)} "
+                                           "(model-only and end to end always run); 'all' runs every one."),
+    shadow_share: float = typer.Option(0.1, "--shadow-share", min=0.0, max=1.0,
+                                       help="Share of the messages the shadow candidate scores (shadow stage)."),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: small N, short durations."),
     out_dir: Path = typer.Option(Path("bench-results"), "--out-dir"),
     seed: int = typer.Option(7, "--seed"),
@@ -436,9 +464,15 @@ def run(
     duration = latency_seconds or (5.0 if quick else 20.0)
     idle_s = idle_seconds or (5.0 if quick else 10.0)
     n_cores = cores_messages or (400 if quick else 3000)
-    waits = [int(w) for w in fetch_waits.split(",") if w.strip()]
+    wanted = set(STAGES) if stages_option.strip() == "all" else {x.strip() for x in stages_option.split(",") if x.strip()}
+    if wanted - set(STAGES):
+        console.print(f"[red]unknown stage(s)[/red] {sorted(wanted - set(STAGES))}: choose from {','.join(STAGES)}")
+        raise typer.Exit(2)
+    if no_naive:
+        wanted.discard("naive")
+    waits = [int(w) for w in fetch_waits.split(",") if w.strip()] if "sweep" in wanted else []
     fetch_fractions = [float(f) for f in fetch_wait_fractions.split(",") if f.strip()]
-    configs = parse_cores(cores_configs) if cores_configs.strip() else []
+    configs = parse_cores(cores_configs) if cores_configs.strip() and "cores" in wanted else []
     warmup = 200
     rounds = 1 if quick else 2
     stage_rounds = rounds_option or rounds
@@ -459,6 +493,7 @@ def run(
                    "fetch_wait_default_ms": FETCH_WAIT_DEFAULT_MS, "cores": configs, "cores_messages": n_cores,
                    "threads": threads, "stage_rounds": stage_rounds, "batch_size": batch_size,
                    "micro_batch": micro_batch, "partitions": partitions, "quick": quick, "seed": seed,
+                   "stages": sorted(wanted), "shadow_share": shadow_share,
                    "dataset": str(elo7_path())},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "onnxruntime": ort.__version__,
                     "git_commit": _git_commit(), "load_avg_start": os.getloadavg()},
@@ -479,13 +514,14 @@ def run(
                                                  batch1_samples=50 if quick else 200,
                                                  micro_batch=micro_batch).to_json()
             stage = "model_only_threads"
-            console.print("[bold]model-only threads[/bold]: 1 vs 2 onnxruntime threads, spinning or not")
-            r["model_only_threads"] = measure_thread_options(loaded, texts[: 512 if quick else 1024], batch_size,
-                                                             micro_batch, rounds=1 if quick else 3)
-            stage = "model_only_batches"
-            console.print("[bold]model-only model batches[/bold]: STREAM_MODEL_BATCH_SIZE 8 / 16 / 32 by window")
-            r["model_only_batches"] = measure_model_batches(loaded, texts[:512], threads,
-                                                            rounds=1 if quick else 2)
+            if "variants" in wanted:
+                console.print("[bold]model-only threads[/bold]: 1 vs 2 onnxruntime threads, spinning or not")
+                r["model_only_threads"] = measure_thread_options(loaded, texts[: 512 if quick else 1024],
+                                                                 batch_size, micro_batch, rounds=1 if quick else 3)
+                stage = "model_only_batches"
+                console.print("[bold]model-only model batches[/bold]: STREAM_MODEL_BATCH_SIZE 8 / 16 / 32 by window")
+                r["model_only_batches"] = measure_model_batches(loaded, texts[:512], threads,
+                                                                rounds=1 if quick else 2)
 
             stage = "end_to_end"
             topics = BenchTopics.create(broker, partitions)
@@ -506,25 +542,28 @@ def run(
                 r["worker_batches"] = worker_batch_stats(port)
                 worker_tops = {k.decode(): collector.value_json(k)["top_category"] for k in collector.snapshot()}
 
-                stage = "idle_cpu"
-                console.print(f"[bold]idle CPU[/bold]: {idle_s:.0f} s without input")
-                time.sleep(3.0)  # the last commit and metadata refreshes after the backlog
-                r["worker_idle_cpu"] = measure_idle_cpu([worker], idle_s)
+                if "latency" in wanted:
+                    stage = "idle_cpu"
+                    console.print(f"[bold]idle CPU[/bold]: {idle_s:.0f} s without input")
+                    time.sleep(3.0)  # the last commit and metadata refreshes after the backlog
+                    r["worker_idle_cpu"] = measure_idle_cpu([worker], idle_s)
 
-                stage = "latency"
-                r["latency_levels"] = []
-                for fraction in LATENCY_FRACTIONS:
-                    rate = throughput.tps * fraction
-                    console.print(f"[bold]latency[/bold]: {fraction:.0%} of max = {rate:.0f} msg/s for {duration:.0f} s")
-                    stats_before, sched_before = worker_batch_stats(port), thread_sched(worker.pid)
-                    level = measure_latency(broker, topics.input, collector, worker, products[:n], rate, duration,
-                                            prefix=f"lat{int(fraction * 100)}", fraction_of_max=fraction).to_json()
-                    level["worker_batches"] = batch_delta(stats_before, worker_batch_stats(port), level["duration_s"])
-                    level["worker_threads"] = sched_delta(worker.pid, sched_before, thread_sched(worker.pid),
-                                                          level["duration_s"])
-                    level["load_avg_1m"] = os.getloadavg()[0]
-                    r["latency_levels"].append(level)
-                r["latency"] = next(x for x in r["latency_levels"] if x["fraction_of_max"] == 0.5)
+                    stage = "latency"
+                    r["latency_levels"] = []
+                    for fraction in LATENCY_FRACTIONS:
+                        rate = throughput.tps * fraction
+                        console.print(f"[bold]latency[/bold]: {fraction:.0%} of max = {rate:.0f} msg/s "
+                                      f"for {duration:.0f} s")
+                        stats_before, sched_before = worker_batch_stats(port), thread_sched(worker.pid)
+                        level = measure_latency(broker, topics.input, collector, worker, products[:n], rate, duration,
+                                                prefix=f"lat{int(fraction * 100)}", fraction_of_max=fraction).to_json()
+                        level["worker_batches"] = batch_delta(stats_before, worker_batch_stats(port),
+                                                              level["duration_s"])
+                        level["worker_threads"] = sched_delta(worker.pid, sched_before, thread_sched(worker.pid),
+                                                              level["duration_s"])
+                        level["load_avg_1m"] = os.getloadavg()[0]
+                        r["latency_levels"].append(level)
+                    r["latency"] = next(x for x in r["latency_levels"] if x["fraction_of_max"] == 0.5)
                 r["worker_memory_mb"] = process_memory_mb(worker.pid)
             finally:
                 r["worker_exit_code"] = worker.stop()
@@ -561,10 +600,20 @@ def run(
                 vcpus = os.cpu_count() or 1
                 r["capacity"] = {"best": f"{best['processes']} x {best['threads']}", "best_tps": best["tps"],
                                  "vcpus": vcpus, "msgs_per_vcpu": best["tps"] / vcpus}
+            if "shadow" in wanted:
+                stage = "shadow"
+                # A store serving the bundle; the shadow is a second session of the same version (the cost
+                # of a candidate of the same architecture; a distinct version would only change its name).
+                store = BundleStore(workdir / "store")
+                version = store.add(bundle)
+                store.promote(version)
+                console.print(f"[bold]shadow[/bold]: {shadow_share:.0%} shadow share vs none, {n_cores} products each")
+                r["shadow"] = shadow_cost(base, store.root, version, shadow_share, products[: warmup + n_cores],
+                                          warmup, timeout=180.0 + n_cores / 5, rounds=stage_rounds)
 
             stage = "naive"
-            if no_naive:
-                r["naive_skipped"] = "--no-naive"
+            if "naive" not in wanted:
+                r["naive_skipped"] = "--no-naive" if no_naive else f"not in --stages {stages_option}"
             elif not (checkpoint / "categorizer_head.pt").is_file():
                 r["naive_skipped"] = f"no PyTorch checkpoint at {checkpoint} (export train --torch-checkpoint)"
             else:

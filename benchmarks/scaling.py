@@ -1,4 +1,4 @@
-"""Stages of ``make bench`` that compare worker configurations side by side: fetch wait and cores.
+"""Stages of ``make bench`` that compare worker configurations side by side: fetch wait, cores, shadow.
 
 This machine is shared and its speed drifts within minutes, so configurations are compared under
 matched conditions: every configuration's workers are started at once (each on its own topics and
@@ -19,6 +19,8 @@ Contract:
 * `cores(...)`: for each (processes, inference threads) configuration, warm workers sharing the
   partitions get ``n / rounds`` products at once per round (`benchmarks.e2e.measure_backlog`), rounds
   alternating; texts/s per round and over all rounds (messages / summed seconds).
+* `shadow_cost(...)`: the same backlog measurement for a worker with and without a shadow candidate
+  scoring a share of the messages (issue 10's target: under 10% lost at a 10% share).
 Nothing is asserted; `BenchmarkError` names the configuration that failed.
 """
 
@@ -47,11 +49,13 @@ from benchmarks.worker import (
     sched_delta,
     thread_sched,
     worker_batch_stats,
+    worker_counters,
     worker_env,
 )
 
 
 RESUME_S = 2.0
+SHADOW_COUNTERS = ("stream_shadow_messages_total", "stream_shadow_seconds_total", "stream_shadow_failures_total")
 
 
 @dataclass
@@ -244,3 +248,47 @@ def cores(base: WorkerGroup, configs: Sequence[tuple[int, int]], products: Seque
                     "tps": messages / seconds if seconds > 0 else float("nan"),
                     "rounds_tps": [m["tps"] for m in measures]})
     return out
+
+
+def shadow_cost(base: WorkerGroup, store: Path, version: str, share: float, products: Sequence[Product],
+                warmup: int, timeout: float, rounds: int = 2) -> dict[str, Any]:
+    """Serving throughput with and without a shadow candidate scoring ``share`` of the messages.
+
+    Two warm workers read bundle ``version`` from the same ``store``; one also shadows it
+    (``STREAM_SHADOW_VERSION``: a second session of the same graph, the cost of any candidate of the
+    default architecture). Backlogs alternate between them as in `cores`; ``cost`` = 1 - shadowed /
+    plain texts/s. The shadowed worker's ``stream_shadow_*`` counters say how many messages the
+    shadow actually scored and its model seconds.
+    """
+    plain = base.like(STREAM_BUNDLE_STORE=str(store))
+    shadowed = base.like(STREAM_BUNDLE_STORE=str(store), STREAM_SHADOW_VERSION=version,
+                         STREAM_SHADOW_SHARE=str(share))
+    groups = {"plain": plain, "shadow": shadowed}
+    measured = products[warmup:]
+    per_round = len(measured) // rounds
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in groups}
+    with running_all(list(groups.values()), products[:warmup]):
+        before = worker_counters(shadowed.ports[0], SHADOW_COUNTERS)
+        for r, name in _alternating(list(groups), rounds):
+            g = groups[name]
+            assert g.topics is not None and g.collector is not None
+            batch = [Product(f"{p.product_id}-r{r}", p.title, p.tags)
+                     for p in measured[r * per_round:(r + 1) * per_round]]
+            runs[name].append(measure_backlog(base.broker, g.topics.input, _measuring(g), g.workers, batch, timeout))
+            g.collector.pause()
+        time.sleep(2.0)  # shadow calls queued behind the last serving batch
+        after = worker_counters(shadowed.ports[0], SHADOW_COUNTERS)
+    tps = {}
+    for name, measures in runs.items():
+        seconds = sum(m["seconds"] for m in measures)
+        tps[name] = sum(m["messages"] for m in measures) / seconds if seconds > 0 else float("nan")
+    scored = after.get("stream_shadow_messages_total", 0.0) - before.get("stream_shadow_messages_total", 0.0)
+    shadow_s = after.get("stream_shadow_seconds_total", 0.0) - before.get("stream_shadow_seconds_total", 0.0)
+    messages = per_round * rounds
+    return {"share": share, "version": version, "plain_tps": tps["plain"], "shadow_tps": tps["shadow"],
+            "cost": 1.0 - tps["shadow"] / tps["plain"],
+            "rounds_tps": {name: [m["tps"] for m in measures] for name, measures in runs.items()},
+            "shadow_messages": scored, "shadowed_share": scored / messages if messages else float("nan"),
+            "shadow_model_s_per_message": shadow_s / scored if scored else float("nan"),
+            "failures": after.get("stream_shadow_failures_total", 0.0)
+            - before.get("stream_shadow_failures_total", 0.0)}

@@ -71,7 +71,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import typer
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
@@ -217,7 +217,7 @@ class SoakProducer:
         self.settled_bytes = 0  # value bytes delivered or failed
         self.errors: list[str] = []
 
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self.settled_bytes += len(msg)  # the value length
         if err is not None:
             self.errors.append(str(err))
@@ -293,7 +293,8 @@ class OutputReader:
         messages = self._consumer.consume(num_messages=2000, timeout=timeout)
         for msg in messages:
             if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+                # confluent_kafka's public name for librdkafka's internal code (the underscore is theirs)
+                if msg.error().code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - public constant
                     continue
                 raise BenchmarkError(f"reading {msg.topic()}: {msg.error()}")
             doc = json.loads(msg.value())
@@ -529,7 +530,7 @@ def steady_figures(samples: list[Sample], messages: int, warmup: int, start_offs
     }
 
 
-def fmt(value: Any, spec: str = ",.0f") -> str:
+def fmt(value: float | None, spec: str = ",.0f") -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "-"
     return format(value, spec)
@@ -638,7 +639,8 @@ def run(
     """Soak the real worker with Elo7 products, then a flood of ~900 KB messages; sample its RSS."""
     warmup = min(warmup, messages // 2)
     if not is_ready(broker):
-        console.print(f"[red]no broker answers at {broker}[/red] (start one: python -m stream_app.broker start --port N)")
+        console.print(f"[red]no broker answers at {broker}[/red] "
+                      "(start one: python -m stream_app.broker start --port N)")
         raise typer.Exit(2)
     try:
         loaded = Bundle.load(bundle)
@@ -699,8 +701,9 @@ def run(
                           f"at most {ahead:,} ahead of the worker")
             steady_events = ((*source.normal(), False) for _ in range(messages))
             phase = soak.run_phase("steady", steady_events, messages, ahead)
-            r["steady"] = {k: v for k, v in asdict(phase).items() if k != "extra"} | steady_figures([s for s in soak.samples if s.phase == "steady"],
-                                                         messages, warmup)
+            steady_samples = [s for s in soak.samples if s.phase == "steady"]
+            r["steady"] = ({k: v for k, v in asdict(phase).items() if k != "extra"}
+                           | steady_figures(steady_samples, messages, warmup))
             if flood:
                 stage = "flood"
                 total = flood * (1 + flood_interleave)
@@ -726,7 +729,7 @@ def run(
                 if rss:
                     r["settle"] = {"seconds": settle, "end_rss_mb": rss[-1].rss_mb, "hwm_mb": rss[-1].hwm_mb}
             stage = "end"
-        except (Exception, KeyboardInterrupt) as exc:
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - recorded per stage in the report; exits 1
             r["errors"][stage] = "".join(traceback.format_exception_only(exc)).strip()
             console.print(f"[red]stage {stage} failed[/red]: {exc}")
             if not isinstance(exc, BenchmarkError | KeyboardInterrupt):

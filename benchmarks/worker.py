@@ -38,6 +38,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -236,19 +237,25 @@ def assigned_partitions(port: int) -> int | None:
     return int(match.group(1)) if match else 0
 
 
-def worker_batch_stats(port: int) -> dict[str, float] | None:
-    """Mean micro-batch size from the worker's /metrics (best effort; None if unavailable)."""
+def worker_counters(port: int, names: Sequence[str]) -> dict[str, float]:
+    """The unlabelled samples ``names`` from the worker's /metrics (best effort: {} if unavailable)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             text = response.read().decode()
     except OSError:
-        return None
+        return {}
     values: dict[str, float] = {}
     for line in text.splitlines():
-        for name in ("stream_batch_size_sum", "stream_batch_size_count",
-                     "stream_inference_seconds_sum", "stream_inference_seconds_count"):
-            if line.startswith(name + " "):
-                values[name] = float(line.split()[-1])
+        name, _, value = line.partition(" ")
+        if name in names:
+            values[name] = float(value.split()[0])
+    return values
+
+
+def worker_batch_stats(port: int) -> dict[str, float] | None:
+    """Mean micro-batch size from the worker's /metrics (best effort; None if unavailable)."""
+    values = worker_counters(port, ("stream_batch_size_sum", "stream_batch_size_count",
+                                    "stream_inference_seconds_sum", "stream_inference_seconds_count"))
     if not values.get("stream_batch_size_count"):
         return None
     out = {"batches": values["stream_batch_size_count"],

@@ -8,27 +8,41 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from export.baseline import TfidfBaseline
 from export.bundle_writer import check_destination, finalize_manifest, publish, staging_dir
+from export.catalog import ELO7_TEXT_COLUMNS, CatalogError, LabelSpec, label_vocabulary, load_examples, read_table
 from export.config import ProgressHook, TrainConfig, no_progress
-from export.catalog import ELO7_TEXT_COLUMNS, CatalogError, LabelSpec, load_examples, label_vocabulary, read_table
 from export.drift_index import DEFAULT_K, MAX_POINTS_PER_CENTROID, calibrate, choose_k, fit_centroids, sample_rows
 from export.encoders import resolve_encoder
 from export.metrics import score, target_matrix
-from stream_app.core.splits import SplitSpec, split_indices
 from export.stages import StageTimer
-from export.tfidf_branch import (TFIDF_CHECKPOINT_FILE, TRAINING_MARGIN_SCALE, EmptyVocabularyError, TfidfBranch,
-                                 attach, choose_branch, fit_lexicon, special_ids)
+from export.tfidf_branch import (
+    TFIDF_CHECKPOINT_FILE,
+    TRAINING_MARGIN_SCALE,
+    EmptyVocabularyError,
+    TfidfBranch,
+    attach,
+    choose_branch,
+    fit_lexicon,
+    special_ids,
+)
 from export.thresholds import tune_thresholds
-from stream_app.core.bundle import SCHEMA_VERSION, Bundle, Parity, sha256_file
+from stream_app.core.bundle import SCHEMA_VERSION, Bundle, Manifest, Parity, sha256_file
 from stream_app.core.decoding import decision_matrix
 from stream_app.core.model import Categorizer, load_tokenizer
+from stream_app.core.splits import SplitSpec, split_indices
 from stream_app.core.text import TextTemplate
+
+if TYPE_CHECKING:  # torch loads only once the input is read (see build)
+    from tokenizers import Tokenizer
+
+    from export.model import CategorizerModel
 
 PARITY_ROWS = 256
 # INT8 vs fp32 parity of a frozen (quick) build: the first test rows only, since the fp32 graph runs
@@ -61,16 +75,16 @@ class BuildConfig:
     # Retraining (export/retrain.py): start from these saved weights instead of the pretrained
     # encoder, and record `lineage` (parent bundle, data sources) in the manifest's training section.
     warm_start: Path | None = None
-    lineage: dict = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class BuildResult:
     manifest: Manifest
-    summary: dict
+    summary: dict[str, Any]
 
 
-def _encode(tokenizer, texts: list[str]) -> list[list[int]]:
+def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in tokenizer.encode_batch(texts)]
 
 
@@ -89,7 +103,9 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
         sides = split_indices(examples.ids, config.split)
         for side, rows in sides.items():
             if len(rows) < 2:
-                raise CatalogError(f"{config.data}: the {side} split has {len(rows)} rows; use more data or larger fractions")
+                raise CatalogError(
+                    f"{config.data}: the {side} split has {len(rows)} rows; use more data or larger fractions"
+                )
         targets = target_matrix(examples.label_sets, labels).astype(np.float32)
 
     with timer.stage("tokenize"):
@@ -107,7 +123,8 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
         with timer.stage("tfidf"):
             try:
                 lexicon = fit_lexicon([ids[i] for i in sides["train"]], targets[sides["train"]],
-                                      [examples.ids[i] for i in sides["train"]], special_ids(encoder_dir / "tokenizer.json"),
+                                      [examples.ids[i] for i in sides["train"]],
+                                      special_ids(encoder_dir / "tokenizer.json"),
                                       config.train.seed, out_of_fold=config.from_checkpoint is None)
             except EmptyVocabularyError as exc:
                 lexicon_note = str(exc)
@@ -119,10 +136,12 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             start = encoder_dir if config.warm_start is None else checkpoint_encoder(config.warm_start)
             seed_everything(config.train.seed)  # the head's initial weights: torch seeds itself at random per process
             model = CategorizerModel.from_pretrained(start, len(labels), lexical=config.lexical)
-            warm = None if config.warm_start is None else warm_start(model, config.warm_start, labels, config.max_tokens)
+            warm = (None if config.warm_start is None
+                    else warm_start(model, config.warm_start, labels, config.max_tokens))
             train_ids = [ids[i] for i in sides["train"]]
             # The transformer learns on top of the TF-IDF margins (out-of-fold, see fit_lexicon).
-            offsets = None if lexicon is None or lexicon.out_of_fold is None else lexicon.out_of_fold * TRAINING_MARGIN_SCALE
+            offsets = (None if lexicon is None or lexicon.out_of_fold is None
+                       else lexicon.out_of_fold * TRAINING_MARGIN_SCALE)
             if config.train.mode == "frozen":
                 # The frozen encoder, quantized as the bundle's will be, embeds (a seeded sample of) the
                 # training rows once: the head learns on these embeddings and the drift centroids are
@@ -134,7 +153,8 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
                 train_info = train_frozen(model, head_ids, targets[sides["train"]][rows], config.train, progress,
                                           None if offsets is None else offsets[rows], pooled=pooled)
                 train_info["head_rows"] = len(rows)
-                drift_fit = (pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)).numpy(), "bundle encoder (INT8)"
+                normalized = pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)
+                drift_fit = normalized.numpy(), "bundle encoder (INT8)"
             else:
                 train_info = train_finetune(model, train_ids, targets[sides["train"]], config.train, progress, offsets)
             train_info["on_tfidf_margins"] = offsets is not None
@@ -180,7 +200,8 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
 
         with timer.stage("parity"):
             test_ids = [ids[i] for i in sides["test"]]
-            max_diff = torch_parity(model, fp32_path, test_ids[:PARITY_ROWS], branch.extra_logits(test_ids[:PARITY_ROWS]))
+            max_diff = torch_parity(model, fp32_path, test_ids[:PARITY_ROWS],
+                                    branch.extra_logits(test_ids[:PARITY_ROWS]))
             # The bundle graph computes what was composed above, on the same batches (INT8 activations
             # are quantized per batch, so the batches must match); else the metrics below would not
             # describe the graph in the bundle.
@@ -243,7 +264,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
         }
         fields = dict(
             schema_version=SCHEMA_VERSION,
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(UTC),
             base_encoder=encoder_name,
             text=config.template,
             text_columns=config.text_columns,
@@ -286,7 +307,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
     return BuildResult(manifest, summary)
 
 
-def load_checkpoint(folder: Path, labels: list[str], max_tokens: int):
+def load_checkpoint(folder: Path, labels: list[str], max_tokens: int) -> tuple[CategorizerModel, dict[str, Any]]:
     """A model saved by `save_checkpoint` (re-export without retraining); labels and max tokens must match."""
     import json
 
@@ -305,7 +326,8 @@ def load_checkpoint(folder: Path, labels: list[str], max_tokens: int):
     model = CategorizerModel.from_pretrained(folder / "encoder", len(labels), lexical=meta["lexical"])
     missing, unexpected = model.load_state_dict(torch.load(folder / "categorizer_head.pt"), strict=False)
     if unexpected or any(not k.startswith("encoder.") for k in missing):
-        raise CatalogError(f"{folder / 'categorizer_head.pt'}: does not fit the model (missing {missing}, unexpected {unexpected})")
+        raise CatalogError(f"{folder / 'categorizer_head.pt'}: does not fit the model "
+                           f"(missing {missing}, unexpected {unexpected})")
     model.eval()
     return model, {"from_checkpoint": str(folder.resolve()), **meta.get("training", {})}
 
@@ -319,7 +341,7 @@ def checkpoint_encoder(folder: Path) -> Path:
     return folder / "encoder"
 
 
-def warm_start(model, folder: Path, labels: list[str], max_tokens: int) -> dict:
+def warm_start(model: CategorizerModel, folder: Path, labels: list[str], max_tokens: int) -> dict[str, Any]:
     """Load a checkpoint's head into a model built on its encoder (`checkpoint_encoder`), before training.
 
     The head (and the lexical branch) load row by row for the labels both know, so a catalog with a
@@ -337,13 +359,14 @@ def warm_start(model, folder: Path, labels: list[str], max_tokens: int) -> dict:
     shared = [(j, old[label]) for j, label in enumerate(labels) if label in old]
     with torch.no_grad():
         if shared:
-            new_rows, old_rows = (torch.tensor(x) for x in zip(*shared))
+            new_rows, old_rows = (torch.tensor(x) for x in zip(*shared, strict=True))
             model.head.weight[new_rows] = state["head.weight"][old_rows]
             model.head.bias[new_rows] = state["head.bias"][old_rows]
         lexical = "off"
         if model.lexical is not None and meta.get("lexical"):
             if meta["labels"] == labels:
-                model.lexical.load_state_dict({k[len("lexical."):]: v for k, v in state.items() if k.startswith("lexical.")})
+                model.lexical.load_state_dict({k[len("lexical."):]: v for k, v in state.items()
+                                               if k.startswith("lexical.")})
                 lexical = "loaded"
             else:
                 lexical = "reinitialized (labels changed)"
@@ -351,7 +374,8 @@ def warm_start(model, folder: Path, labels: list[str], max_tokens: int) -> dict:
             "lexical": lexical}
 
 
-def save_checkpoint(model, encoder_dir: Path, folder: Path, labels: list[str], max_tokens: int, training: dict) -> None:
+def save_checkpoint(model: CategorizerModel, encoder_dir: Path, folder: Path, labels: list[str], max_tokens: int,
+                    training: dict[str, Any]) -> None:
     """The trained weights in PyTorch form: HF encoder folder + head/lexical state (not part of the bundle)."""
     import json
 

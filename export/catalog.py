@@ -16,38 +16,9 @@ from typing import Literal
 
 import pandas as pd
 
+# The reader and its error are shared with the replay tool (stream_app must not import export).
+from stream_app.catalog import CatalogError, read_table
 from stream_app.core.text import TextTemplate
-
-
-class CatalogError(ValueError):
-    """Bad catalog input; the message names the file, column or row."""
-
-
-READERS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a Parquet, CSV or JSON Lines file. Errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CatalogError(f"{path}: no such file")
-    kind = READERS.get(path.suffix.lower())
-    if kind is None:
-        raise CatalogError(f"{path}: unsupported file type {path.suffix!r} (use .parquet, .csv or .jsonl)")
-    try:
-        if kind == "parquet":
-            frame = pd.read_parquet(path)
-        elif kind == "csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        else:
-            frame = pd.read_json(path, lines=True, dtype=False)
-    except pd.errors.EmptyDataError as exc:
-        raise CatalogError(f"{path}: the file is empty") from exc
-    except (ValueError, OSError) as exc:
-        raise CatalogError(f"{path}: cannot read as {kind}: {exc}") from exc
-    if frame.empty:
-        raise CatalogError(f"{path}: the file has no rows")
-    return frame
 
 
 @dataclass(frozen=True)

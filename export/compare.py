@@ -53,7 +53,7 @@ def bundle_size(bundle: Bundle) -> int:
 def drift_calibration(bundle: Bundle, outliers: np.ndarray) -> dict:
     """tau and the observed outlier rate on these rows against the calibrated one."""
     drift = bundle.manifest.drift
-    n, count = int(len(outliers)), int(np.sum(outliers))
+    n, count = len(outliers), int(np.sum(outliers))
     p0 = drift.expected_outlier_rate
     tail = float(binom.sf(count - 1, n, p0)) if n else 1.0  # P(X >= count)
     return {"tau": drift.tau, "quantile": drift.quantile, "k": drift.k, "expected_outlier_rate": p0,
@@ -77,7 +77,7 @@ def comparison_rows(a: Bundle, b: Bundle, data: Path, split: str, text_columns: 
     if split == "test":
         specs = {SplitSpec(**bundle.manifest.training["split"]) for bundle in (a, b)}
         first = per_bundle[0]
-        test_rows = {row for row, group in zip(first.row_numbers, first.ids)
+        test_rows = {row for row, group in zip(first.row_numbers, first.ids, strict=True)
                      if all(side_of(group, s) == "test" for s in specs)}
         common &= test_rows
     if not common:
@@ -110,7 +110,7 @@ def measure_speed(pipelines: list[Pipeline], texts: list[list[str]], rounds: int
             started = time.perf_counter()
             pipelines[i].run(texts[i])
             seconds[i] += time.perf_counter() - started
-    return [rounds * len(t) / s if s > 0 else None for t, s in zip(texts, seconds)]
+    return [rounds * len(t) / s if s > 0 else None for t, s in zip(texts, seconds, strict=True)]
 
 
 def decide(difference: dict, drift_a: dict, drift_b: dict) -> tuple[str, str]:
@@ -124,15 +124,17 @@ def decide(difference: dict, drift_a: dict, drift_b: dict) -> tuple[str, str]:
         return "promote", f"B's macro-F1 is higher, {span}, lower bound above -{MARGIN}"
     if low > -MARGIN and drift_a["stale"] and not drift_b["stale"]:
         return "promote", (f"B is not worse ({span}) and A's drift calibration is stale on these rows "
-                           f"(outlier rate {drift_a['outlier_rate']:.4f} vs {drift_a['expected_outlier_rate']:.4f} expected)")
+                           f"(outlier rate {drift_a['outlier_rate']:.4f} vs {drift_a['expected_outlier_rate']:.4f} "
+                           "expected)")
     if point <= 0 and low > -MARGIN:
         return "keep", f"B is not better: {span}, and A's drift calibration still holds"
     return "keep", f"B may be worse: {span}, lower bound at or below -{MARGIN}"
 
 
-def compare_bundles(a_dir: Path, b_dir: Path, data: Path, split: str = "test", text_columns: dict[str, str] | None = None,
-                    label_spec: LabelSpec | None = None, id_column: str | None = None, resamples: int = 1000,
-                    speed_rounds: int = 3, threads: int = 2, seed: int = 0) -> dict:
+def compare_bundles(a_dir: Path, b_dir: Path, data: Path, split: str = "test",
+                    text_columns: dict[str, str] | None = None, label_spec: LabelSpec | None = None,
+                    id_column: str | None = None, resamples: int = 1000, speed_rounds: int = 3, threads: int = 2,
+                    seed: int = 0) -> dict:
     """See the module docstring. `split`: test (by product id, default) or all (a file neither bundle saw)."""
     if split not in ("test", "all"):
         raise ValueError(f"split {split!r}: use test or all")
@@ -145,13 +147,15 @@ def compare_bundles(a_dir: Path, b_dir: Path, data: Path, split: str = "test", t
         scored = [score_rows(pipeline, rows[0])] * 2
     else:
         pipelines = [Pipeline(bundle, threads=threads) for bundle in bundles]
-        scored = [score_rows(pipeline, examples) for pipeline, examples in zip(pipelines, rows)]  # also the warm-up
+        scored = [score_rows(pipeline, examples)  # also the warm-up
+                  for pipeline, examples in zip(pipelines, rows, strict=True)]
     speeds = measure_speed(pipelines, [examples.texts for examples in rows], speed_rounds)
 
     label_sets = rows[0].label_sets
     labels = [list(bundle.manifest.labels) for bundle in bundles]
     union = labels[0] + [label for label in labels[1] if label not in labels[0]]
-    decisions = [_aligned_decisions(s, l, union) for s, l in zip(scored, labels)]
+    decisions = [_aligned_decisions(s, bundle_labels, union)
+                 for s, bundle_labels in zip(scored, labels, strict=True)]
     bootstrap = macro_f1_difference(union, decisions[1], decisions[0], label_sets, groups=rows[0].ids,
                                     resamples=resamples, seed=seed)
     difference = {
@@ -163,10 +167,11 @@ def compare_bundles(a_dir: Path, b_dir: Path, data: Path, split: str = "test", t
         "grouped_by": "product id" if bootstrap["grouped_by"] == "group" else "row",
     }
     sides = []
-    for bundle, s, speed in zip(bundles, scored, speeds):
+    for bundle, s, speed in zip(bundles, scored, speeds, strict=True):
         r = s.report
         sides.append({
-            "path": str(bundle.path), "bundle_version": bundle.version, "created_at": bundle.manifest.created_at.isoformat(),
+            "path": str(bundle.path), "bundle_version": bundle.version,
+            "created_at": bundle.manifest.created_at.isoformat(),
             "parent_version": (bundle.manifest.training.get("parent") or {}).get("bundle_version"),
             "accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "micro_f1": r["micro_f1"],
             "labels": list(bundle.manifest.labels),

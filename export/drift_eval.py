@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.stats import chi2
@@ -57,6 +58,7 @@ from export.catalog import (
     load_examples,
     read_table,
 )
+from export.false_alarms import block_bootstrap_indices
 from stream_app.core.drift.binomial import critical_count
 from stream_app.core.drift.category_mix import (
     DEFAULT_CATEGORY_ALPHA,
@@ -71,8 +73,12 @@ from stream_app.core.drift.cusum import (
     default_channels,
     design_cusum,
 )
-from stream_app.core.drift.false_alarms import block_bootstrap_indices
 from stream_app.core.drift.outlier_window import DEFAULT_ALPHA, DEFAULT_WINDOW
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from export.config import ProgressHook
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "drift-eval"
@@ -122,7 +128,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
-def split_catalog(data: Path, category: str, label_column: str = LABEL_COLUMN):
+def split_catalog(data: Path, category: str, label_column: str = LABEL_COLUMN) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(catalog without ``category``, the rows of ``category``) as data frames."""
     frame = read_table(data)
     if label_column not in frame.columns:
@@ -138,7 +144,7 @@ def split_catalog(data: Path, category: str, label_column: str = LABEL_COLUMN):
 
 
 def leave_out_bundle(data: Path, category: str, sample: int | None, cache: Path = CACHE,
-                     rebuild: bool = False, progress=None) -> Path:
+                     rebuild: bool = False, progress: ProgressHook | None = None) -> Path:
     """Build (or reuse from ``cache``) a frozen-recipe bundle trained on ``data`` without ``category``."""
     from export.build import BuildConfig, build
     from export.config import TrainConfig
@@ -165,7 +171,8 @@ def leave_out_bundle(data: Path, category: str, sample: int | None, cache: Path 
 
 def compute_signals(bundle_dir: Path, data: Path, category: str, threads: int = 2,
                     cache: bool = True) -> Signals:
-    """Distances and top categories of the bundle's test split and of the left-out products (cached beside the bundle)."""
+    """Distances and top categories of the bundle's test split and of the left-out products (cached beside the
+    bundle)."""
     from export.evaluate import training_examples
     from stream_app.core.bundle import Bundle
     from stream_app.core.pipeline import Pipeline
@@ -322,7 +329,9 @@ def summarize(delays: np.ndarray, horizon: int) -> dict[str, float | int | None]
     """Median and quartiles of messages to the first alert; replays without one count as > horizon."""
     x = np.where(delays > 0, delays, np.inf).astype(float)
     q25, median, q75 = (float(np.quantile(x, q, method="inverted_cdf")) for q in (0.25, 0.5, 0.75))
-    finite = lambda v: None if not np.isfinite(v) else int(v)
+    def finite(v: float) -> int | None:
+        return None if not np.isfinite(v) else int(v)
+
     return {"median": finite(median), "q25": finite(q25), "q75": finite(q75),
             "alerted": float(np.isfinite(x).mean()), "horizon": horizon}
 
@@ -417,7 +426,7 @@ def evaluate_signals(signals: Signals, shares: Sequence[float], settings: Detect
         "p0": signals.p0,
         "in_distribution": {"rows": len(signals.in_distance), "outlier_rate": in_rate},
         "novel": {"rows": len(signals.new_distance), "outlier_rate": new_rate,
-                  "predicted_as": {label: float(s) for label, s in zip(signals.labels, new_tops)}},
+                  "predicted_as": {label: float(s) for label, s in zip(signals.labels, new_tops, strict=True)}},
         "cusum": cusum,
         "window_critical_count": critical_count(settings.window, signals.p0, settings.alpha),
         "shares": rows,
@@ -442,7 +451,7 @@ def goal_verdict(result: dict) -> dict:
 def run(data: Path, categories: Sequence[str], shares: Sequence[float], sample: int | None = None,
         settings: DetectorSettings = DetectorSettings(), replays: int = 200, horizon: int = 50_000,
         fa_streams: int = 200, fa_length: int = 100_000, seed: int = 0, bundle: Path | None = None,
-        rebuild: bool = False, progress=None) -> dict:
+        rebuild: bool = False, progress: ProgressHook | None = None) -> dict:
     """The whole evaluation: per left-out category a bundle (built or reused), its signals, the replays."""
     if bundle is not None and len(categories) != 1:
         raise ValueError("--bundle goes with exactly one --leave-out (the category that bundle never saw)")
@@ -487,11 +496,13 @@ def render_markdown(report: dict) -> str:
     for result in report["results"]:
         ind, new = result["in_distribution"], result["novel"]
         fa = result["false_alarms"]
-        predicted = ", ".join(f"{k} {v:.0%}" for k, v in sorted(new["predicted_as"].items(), key=lambda kv: -kv[1]) if v >= 0.01)
+        by_share = sorted(new["predicted_as"].items(), key=lambda kv: -kv[1])
+        predicted = ", ".join(f"{k} {v:.0%}" for k, v in by_share if v >= 0.01)
         out += [
             (f"**Left out: {result['left_out']}** ({new['rows']:,} products, {new['outlier_rate']:.1%} beyond tau; "
-             f"predicted as {predicted}). In distribution: {ind['rows']:,} held-out test rows, {ind['outlier_rate']:.2%} "
-             f"beyond tau (p0 = {result['p0']:.2%}). Bundle {result['bundle_version'][:12]}."),
+             f"predicted as {predicted}). In distribution: {ind['rows']:,} held-out test rows, "
+             f"{ind['outlier_rate']:.2%} beyond tau (p0 = {result['p0']:.2%}). "
+             f"Bundle {result['bundle_version'][:12]}."),
             "",
             (f"Messages from the onset to the first alert, median (interquartile range) over {report['replays']} "
              f"replays, {report['horizon']:,} messages at most:"),
@@ -510,10 +521,11 @@ def render_markdown(report: dict) -> str:
         out += [
             "",
             *[f"- CUSUM beyond {'tau' if c['channel'] == 'tau' else 'q0.9'} (cut {c['cut']:.3f}, the {c['quantile']:g} "
-              f"quantile): p0 = {c['p0']:.2f}, p1 = {c['p1']:.4f} ({c['shift']:g} x p0), h = {c['h']:.2f} (r = {c['step']}, "
-              f"H = {c['threshold']}); exact in-control run length {c['arl_at_guard']:,.0f} messages at {c['guard']:g} x p0, "
-              f"{c['arl_at_p0']:.3g} at p0, {c['exact_arl_at_in_distribution_rate']:.3g} at the held-out rate "
-              f"{c['in_distribution_rate']:.2%}; the new category's rate {c['novel_rate']:.1%}." for c in result["cusum"]],
+              f"quantile): p0 = {c['p0']:.2f}, p1 = {c['p1']:.4f} ({c['shift']:g} x p0), h = {c['h']:.2f} "
+              f"(r = {c['step']}, H = {c['threshold']}); exact in-control run length {c['arl_at_guard']:,.0f} "
+              f"messages at {c['guard']:g} x p0, {c['arl_at_p0']:.3g} at p0, "
+              f"{c['exact_arl_at_in_distribution_rate']:.3g} at the held-out rate {c['in_distribution_rate']:.2%}; "
+              f"the new category's rate {c['novel_rate']:.1%}." for c in result["cusum"]],
             f"- Window test: c = {result['window_critical_count']} outliers of W = {w}.",
             (f"- Goal ({goal['share']:.0%} share alarmed within {goal['messages']:,} messages, median, with < "
              f"{goal['false_alarms_per_million']:g} false alarm per million): **{verdict}** (median "

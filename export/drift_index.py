@@ -50,5 +50,5 @@ def calibrate(index: CentroidIndex, val_embeddings: np.ndarray, val_top_indices:
         centroid_share=(centroid_counts / centroid_counts.sum()).tolist(),
         category_share=(category_counts / category_counts.sum()).tolist(),
         n_fit=n_fit,
-        n_calibration=int(len(distances)),
+        n_calibration=len(distances),
     )

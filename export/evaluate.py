@@ -16,13 +16,13 @@ import pandas as pd
 
 from export.baseline import TfidfBaseline
 from export.catalog import CatalogError, Examples, LabelSpec, load_examples, read_table
+from export.false_alarms import simulate_false_alarms
 from export.metrics import macro_f1_difference, score
-from stream_app.core.splits import SplitSpec, split_indices
 from stream_app.core.bundle import Bundle, sha256_file
 from stream_app.core.decoding import decision_matrix
 from stream_app.core.drift import DEFAULT_WINDOW
-from stream_app.core.drift.false_alarms import simulate_false_alarms
 from stream_app.core.pipeline import Pipeline
+from stream_app.core.splits import SplitSpec, split_indices
 
 
 def training_frame(bundle: Bundle) -> tuple[Path, pd.DataFrame]:

@@ -52,7 +52,7 @@ def score(model_labels: Sequence[str], decisions: np.ndarray, top_indices: np.nd
     precision, recall, f1, support = precision_recall_fscore_support(y, d, average=None, zero_division=0)
     micro = precision_recall_fscore_support(y, d, average="micro", zero_division=0)[2]
     return {
-        "rows": int(len(y)),
+        "rows": len(y),
         "accuracy": float(hits.mean()) if len(y) else 0.0,
         "micro_f1": float(micro),
         "macro_f1": macro_f1(y, d),

@@ -55,7 +55,8 @@ class LexicalBranch(nn.Module):
 class CategorizerModel(nn.Module):
     """Encoder + head + lexical branch. `forward` returns (embedding, probabilities)."""
 
-    def __init__(self, encoder: nn.Module, num_labels: int, vocab_size: int, lexical: bool = True, dropout: float = 0.1):
+    def __init__(self, encoder: nn.Module, num_labels: int, vocab_size: int, lexical: bool = True,
+                 dropout: float = 0.1) -> None:
         super().__init__()
         self.encoder = encoder
         hidden = encoder.config.hidden_size

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.config import ProgressHook
 from export.model import CategorizerModel
 from export.train import pad
 
@@ -28,7 +29,7 @@ class _Graph(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.model.embedding_and_logits(input_ids, attention_mask)
 
 
@@ -65,8 +66,9 @@ class _Pooled(torch.nn.Module):
         return self.model.pooled(input_ids, attention_mask)
 
 
-def int8_pooled_embeddings(model: CategorizerModel, ids: Sequence[Sequence[int]], pad_id: int, progress=None,
-                           description: str = "INT8 encoder: embedding", batch_size: int = 32, threads: int = 2) -> torch.Tensor:
+def int8_pooled_embeddings(model: CategorizerModel, ids: Sequence[Sequence[int]], pad_id: int,
+                           progress: ProgressHook | None = None, description: str = "INT8 encoder: embedding",
+                           batch_size: int = 32, threads: int = 2) -> torch.Tensor:
     """Mean-pooled (unnormalized) outputs of the model's encoder exported and quantized as the bundle's
     is, in input order: what a frozen-encoder head trains on (the embeddings the bundle will compute,
     at 2-4x the speed of a torch forward pass here)."""
@@ -176,7 +178,8 @@ def torch_parity(model: CategorizerModel, onnx_path: Path, ids: Sequence[Sequenc
     return worst
 
 
-def int8_parity(fp32_emb: np.ndarray, fp32_prob: np.ndarray, int8_emb: np.ndarray, int8_prob: np.ndarray) -> dict[str, float]:
+def int8_parity(fp32_emb: np.ndarray, fp32_prob: np.ndarray, int8_emb: np.ndarray,
+                int8_prob: np.ndarray) -> dict[str, float]:
     """Top-1 agreement and mean embedding cosine of INT8 against fp32 on the same rows."""
     agreement = float((fp32_prob.argmax(1) == int8_prob.argmax(1)).mean())
     cosine = float((fp32_emb * int8_emb).sum(1).mean())  # both L2-normalized

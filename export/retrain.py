@@ -20,8 +20,9 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -49,7 +50,8 @@ class Retrained:
 
 
 def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or (isinstance(value, str) and not value.strip())
+    return (value is None or (isinstance(value, float) and value != value)
+            or (isinstance(value, str) and not value.strip()))
 
 
 def find_checkpoint(parent: Bundle, given: Path | None) -> tuple[Path | None, str]:
@@ -73,10 +75,11 @@ def find_checkpoint(parent: Bundle, given: Path | None) -> tuple[Path | None, st
         if meta.get("labels") == list(parent.manifest.labels) and \
                 meta.get("training", {}).get("result") == training.get("result"):
             return folder, f"found: {folder}"
-    return None, "no checkpoint of the parent found (none recorded in its manifest or beside it): cold start from the base encoder"
+    return None, ("no checkpoint of the parent found (none recorded in its manifest or beside it): "
+                  "cold start from the base encoder")
 
 
-def recipe(parent: Bundle, **overrides) -> BuildConfig:
+def recipe(parent: Bundle, **overrides: Any) -> BuildConfig:
     """The parent's BuildConfig as recorded in its manifest (data/out/etc. come from `overrides`)."""
     m, t = parent.manifest, parent.manifest.training
     encoder = overrides.pop("encoder", None)
@@ -86,8 +89,8 @@ def recipe(parent: Bundle, **overrides) -> BuildConfig:
         elif t.get("encoder_dir") and Path(t["encoder_dir"]).is_dir():
             encoder = t["encoder_dir"]
         else:
-            raise CatalogError(f"{parent.path / 'manifest.json'}: encoder {m.base_encoder!r} is not the default and its "
-                               f"folder is not recorded or gone ({t.get('encoder_dir')}); pass --encoder DIR")
+            raise CatalogError(f"{parent.path / 'manifest.json'}: encoder {m.base_encoder!r} is not the default "
+                               f"and its folder is not recorded or gone ({t.get('encoder_dir')}); pass --encoder DIR")
     train = TrainConfig(**t["config"])
     if overrides.get("mode") or overrides.get("epochs"):
         train = TrainConfig(**{**t["config"], **{k: overrides[k] for k in ("mode", "epochs") if overrides.get(k)}})
@@ -133,7 +136,7 @@ def _normalized(frame: pd.DataFrame, source: Path, config: BuildConfig, text_col
     out = pd.DataFrame(index=range(len(frame)))
     for field, column in config.text_columns.items():
         out[column] = [text(v) for v in frame[text_columns.get(field, column)]]
-    for target, column in zip(spec.columns, label_columns):
+    for target, column in zip(spec.columns, label_columns, strict=True):
         out[target] = [label(v) for v in frame[column]]
     if config.id_column:
         # str() as load_examples does, so every product hashes to the side it had in the parent's split
@@ -161,7 +164,8 @@ def union_catalog(parent: Bundle, config: BuildConfig, new_files: list[Path], pa
     for file in new_files:
         digest = sha256_file(file) if Path(file).is_file() else None
         if include_parent and digest == parent_sha:
-            sources.append({"file": str(file), "sha256": digest, "rows": 0, "role": "skipped: the parent's own catalog"})
+            sources.append({"file": str(file), "sha256": digest, "rows": 0,
+                            "role": "skipped: the parent's own catalog"})
             continue
         frame = read_table(file)
         parts.append(_normalized(frame, Path(file), config, text_columns or {}, label_column))
@@ -198,7 +202,7 @@ def retrain(parent_dir: Path, data_files: list[Path], out: Path, *, sample: int 
         "parent": {"bundle_version": parent.version, "path": str(parent.path.resolve()),
                    "created_at": parent.manifest.created_at.isoformat()},
         "sources": sources,
-        "retrained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "retrained_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "warm_start_note": note,
     }
     try:

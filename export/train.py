@@ -15,6 +15,7 @@ from torch import nn
 from export.config import ProgressHook, TrainConfig, no_progress
 from export.model import CategorizerModel, joint_loss
 
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -111,7 +112,8 @@ def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets:
                 else:
                     input_ids, mask = pad([ids[i] for i in batch])
                     transformer, lexical = model.branch_logits(pooled[batch], input_ids, mask)
-                loss = joint_loss(transformer, lexical, y[batch], config.aux_weight, None if offset is None else offset[batch])
+                loss = joint_loss(transformer, lexical, y[batch], config.aux_weight,
+                                  None if offset is None else offset[batch])
                 loss_value = _step(loss, optimizers)
                 advance(1)
     finally:
@@ -159,7 +161,8 @@ def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], target
         {"params": list(model.head.parameters()), "lr": config.lr_head, "weight_decay": 0.0},
     ]
     if model.lexical is not None and model.lexical.project is not None:
-        groups.append({"params": list(model.lexical.project.parameters()), "lr": config.lr_lexical, "weight_decay": 0.0})
+        groups.append({"params": list(model.lexical.project.parameters()), "lr": config.lr_lexical,
+                       "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups)
     sparse = _sparse_optimizer(model, config)
     dense_params = [p for g in groups for p in g["params"]]
@@ -176,7 +179,8 @@ def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], target
             input_ids, mask = pad([ids[i] for i in batch])
             pooled = model.pooled(input_ids, mask)
             transformer, lexical = model.branch_logits(pooled, input_ids, mask)
-            loss = joint_loss(transformer, lexical, y[batch], config.aux_weight, None if offset is None else offset[batch])
+            loss = joint_loss(transformer, lexical, y[batch], config.aux_weight,
+                              None if offset is None else offset[batch])
             loss_value = _step(loss, [optimizer, *sparse], clip=dense_params, scheduler=scheduler)
             advance(1)
     model.eval()

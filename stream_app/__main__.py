@@ -1,12 +1,14 @@
 """Command line: ``python -m stream_app worker | produce | tail | demo | demo-loop``.
 
 ``worker`` reads every setting from STREAM_* variables (docs/architecture.md); a bad one stops it
-with exit code 2 and a message naming the variable. ``produce`` and ``tail`` default to
-STREAM_BROKERS and the topics of the settings.
+with exit code 2 and a message naming the variable. ``produce`` (stream_app/tools/produce.py) and
+``tail`` (stream_app/tools/tail.py) cover what kcat -P / -C are used for; they default to STREAM_BROKERS
+and the topics of the settings.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -49,48 +51,103 @@ def worker() -> None:
 
 @cli.command()
 def produce(
-    file: Path = typer.Option(..., "--file", exists=True, dir_okay=False, help="Catalog: .parquet, .csv, .jsonl"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Replay at most N rows."),
+    file: str | None = typer.Option(None, "--file", "-f", help="Catalog (.parquet, .csv, .jsonl); - = stdin."),
+    stdin: bool = typer.Option(False, "--stdin", help="One message per stdin line (like kcat -P); same as --file -."),
+    topic: str | None = typer.Option(None, "--topic", "-t", help="Default: STREAM_INPUT_TOPIC."),
+    brokers: str | None = typer.Option(None, "--brokers", "-b", help="Default: STREAM_BROKERS."),
+    key: str | None = typer.Option(None, "--key", help="Key field: catalog field (default product_id); "
+                                   "stdin: a field of each JSON line (default: no key)."),
+    key_delimiter: str | None = typer.Option(None, "--key-delimiter", "-K", help="stdin: KEY<delim>VALUE lines."),
+    header: list[str] | None = typer.Option(None, "--header", "-H", help="NAME=VALUE on every message; repeatable."),
+    partition: int | None = typer.Option(None, "--partition", "-p", min=0, help="Default: by key (partitioner)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Send at most N messages."),
     rate: float | None = typer.Option(None, "--rate", min=0.001, help="Messages per second (default: unthrottled)."),
-    columns: str = typer.Option("", "--columns", help="FIELD=COLUMN,... over the Elo7 defaults."),
-    join_by_position: Path | None = typer.Option(None, "--join-by-position", help="Row-aligned second file."),
-    brokers: str | None = typer.Option(None, "--brokers", help="Default: STREAM_BROKERS."),
-    topic: str | None = typer.Option(None, "--topic", help="Default: STREAM_INPUT_TOPIC."),
+    columns: str = typer.Option("", "--columns", help="Catalog: FIELD=COLUMN,... over the Elo7 defaults."),
+    join_by_position: Path | None = typer.Option(None, "--join-by-position", help="Catalog: row-aligned second file."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Default: when stderr is a terminal."),
 ) -> None:
-    """Replay a catalog into the input topic as JSON product events keyed by product_id."""
-    from stream_app.tools.produce import ColumnMapping, ReplayError, replay
+    """Send a catalog (JSON product events keyed by product_id) or stdin lines to a topic.
 
+    Exit 2: bad options, broker not answering, topic or partition missing. Exit 1: bad file, row or line,
+    or a message not delivered.
+    """
+    from stream_app.tools.produce import ReplayError, parse_header, produce_lines, replay
+    from stream_app.tools.topics import ClusterError, check_target
+
+    if stdin == (file is not None):
+        raise _fail("give either --file PATH (a catalog) or --stdin / --file - (lines)")
+    catalog = None if stdin or file == "-" else Path(str(file))
+    if catalog is None and (columns or join_by_position):
+        raise _fail("--columns and --join-by-position apply to a catalog, not to stdin")
+    if catalog is not None and key_delimiter is not None:
+        raise _fail("--key-delimiter applies to stdin lines, not to a catalog")
     settings = _settings()
     target = topic or settings.input_topic
+    connection = _connection(settings)
+    connection["bootstrap.servers"] = target_brokers = brokers or settings.brokers
     try:
-        count = replay(
-            file, brokers or settings.brokers, target, limit=limit, rate=rate, columns=ColumnMapping.parse(columns),
-            client_config=_connection(settings), join_by_position=join_by_position,
-        )
-    except (ReplayError, ValueError) as exc:
+        headers = [parse_header(spec) for spec in header or []]
+        check_target(connection, target, partition)
+        if catalog is None:
+            count = produce_lines(sys.stdin.buffer, target_brokers, target, key_delimiter=key_delimiter, key_field=key,
+                                  headers=headers, partition=partition, limit=limit, rate=rate,
+                                  client_config=connection)
+        else:
+            count = replay(catalog, target_brokers, target, limit=limit, rate=rate,
+                           columns=columns, key_field=key or "product_id", client_config=connection,
+                           progress=sys.stderr.isatty() if progress is None else progress,
+                           join_by_position=join_by_position, headers=headers, partition=partition)
+    except (ClusterError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    except ReplayError as exc:
         raise _fail(str(exc), 1) from None
     typer.echo(f"{count} messages delivered to {target}", err=True)
 
 
 @cli.command()
 def tail(
-    topic: str = typer.Option(..., "--topic", help="Topic to print (from the beginning)."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after N records."),
-    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Stop after this many idle seconds."),
-    brokers: str | None = typer.Option(None, "--brokers", help="Default: STREAM_BROKERS."),
+    topic: str | None = typer.Option(None, "--topic", "-t", help="Default: STREAM_OUTPUT_TOPIC."),
+    brokers: str | None = typer.Option(None, "--brokers", "-b", help="Default: STREAM_BROKERS."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Default: from the end (new messages)."),
+    until_end: bool = typer.Option(False, "--until-end", "-e", help="Exit at the end offsets as of the start."),
+    count: int | None = typer.Option(None, "--count", "-c", min=1, help="Exit after N messages."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help=r"kcat-style: %t %p %o %k %s %h %T %K %S, \n \t "
+                                   r"(default: %s\n)."),
+    as_json: bool = typer.Option(False, "--json", "-J", help="JSON lines: topic, partition, offset, timestamp, key, "
+                                 "value, headers."),
+    partition: int | None = typer.Option(None, "--partition", "-p", min=0, help="Read this partition only."),
+    group: str | None = typer.Option(None, "--group", "-G", help="Consumer group: resume and commit its offsets."),
+    timeout: float | None = typer.Option(None, "--timeout", min=0.1, help="Exit after N idle seconds."),
 ) -> None:
-    """Print a topic's records as JSON lines."""
+    """Print a topic's messages (like kcat -C); without --group no consumer group is used.
+
+    Exit 2: bad options, broker not answering, topic or partition missing. Exit 1: a fatal client error.
+    """
     from confluent_kafka import KafkaException
 
+    from stream_app.tools.tail import compile_format, json_line
     from stream_app.tools.tail import tail as tail_topic
+    from stream_app.tools.topics import ClusterError
 
+    if as_json and fmt is not None:
+        raise _fail("choose one of --json and --format")
     settings = _settings()
+    target = topic or settings.output_topic
     try:
-        count = tail_topic(brokers or settings.brokers, topic, limit=limit, timeout=timeout,
-                           client_config=_connection(settings))
+        render = json_line if as_json else compile_format(r"%s\n" if fmt is None else fmt)
+        printed = tail_topic(brokers or settings.brokers, target, sys.stdout.buffer, render,
+                             from_beginning=from_beginning, until_end=until_end, count=count, partition=partition,
+                             group=group, timeout=timeout, client_config=_connection(settings))
+    except (ClusterError, ValueError) as exc:
+        raise _fail(str(exc)) from None
     except KafkaException as exc:
-        raise _fail(f"reading {topic!r}: {exc}", 1) from None
-    typer.echo(f"{count} records from {topic}", err=True)
+        raise _fail(f"reading {target!r}: {exc}", 1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except BrokenPipeError:  # the reader went away (``| head``): a normal end
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        raise typer.Exit(0) from None
+    typer.echo(f"{printed} messages from {target}", err=True)
 
 
 @cli.command()

@@ -115,7 +115,7 @@ def is_ready(address: str, timeout: float = 3.0) -> bool:
     return result.returncode == 0
 
 
-def _is_tansu(pid: int) -> bool:
+def is_tansu(pid: int) -> bool:
     """True when ``pid`` is alive and is a Tansu process (guards against recycled pids)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -134,7 +134,7 @@ def _read_pid(port: int) -> int | None:
 def recorded_pid(port: int) -> int | None:
     """Pid from ``.broker/tansu-PORT.pid`` if that process is still a running Tansu, else None."""
     pid = _read_pid(port)
-    return pid if pid is not None and _is_tansu(pid) else None
+    return pid if pid is not None and is_tansu(pid) else None
 
 
 def _die_with_parent() -> None:
@@ -247,7 +247,7 @@ def stop(port: int = DEFAULT_PORT, timeout: float = 5.0) -> bool:
     """
     pid = _read_pid(port)
     path = pid_file(port)
-    if pid is None or not _is_tansu(pid):
+    if pid is None or not is_tansu(pid):
         path.unlink(missing_ok=True)
         return False
     stopped = _terminate(pid, timeout)

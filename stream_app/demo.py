@@ -22,12 +22,15 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
 
 from stream_app.core.splits import SplitSpec, side_of
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 console = Console(highlight=False, soft_wrap=True)  # one line per product, even when piped
 
@@ -114,7 +117,8 @@ def worker_process(env: dict[str, str], log_path: Path, web_port: int) -> Iterat
             if time.monotonic() > deadline:
                 raise DemoError(f"worker not ready after 120 s; log: {log_path}")
             time.sleep(0.5)
-        console.print(f"[bold]worker[/]: ready (pid {proc.pid}, metrics http://127.0.0.1:{web_port}/metrics, log {log_path})")
+        console.print(f"[bold]worker[/]: ready (pid {proc.pid}, metrics http://127.0.0.1:{web_port}/metrics, "
+                      f"log {log_path})")
         yield proc
     finally:
         if proc.poll() is None:
@@ -128,7 +132,7 @@ def worker_process(env: dict[str, str], log_path: Path, web_port: int) -> Iterat
         console.print(f"[bold]worker[/]: stopped (exit {proc.returncode})")
 
 
-def _consumer(brokers: str, topic: str) -> Any:
+def _consumer(brokers: str, topic: str) -> Consumer:
     from confluent_kafka import Consumer
 
     from stream_app.kafka.config import consumer_config
@@ -138,12 +142,14 @@ def _consumer(brokers: str, topic: str) -> Any:
     return consumer
 
 
-def _poll_json(consumer: Any, until: float) -> Iterator[dict[str, Any]]:
+def _poll_json(consumer: Consumer, until: float) -> Iterator[dict[str, Any]]:
     while time.monotonic() < until:
         msg = consumer.poll(0.3)
         if msg is None or msg.error():
             continue
-        yield json.loads(msg.value())
+        value = msg.value()
+        if value is not None:  # the worker writes no tombstones; skip one rather than crash on it
+            yield json.loads(value)
 
 
 def run_demo(bundle: Path, datasets_dir: Path, broker_port: int, *, elo7_rows: int = 300, fashion_rows: int = 1000,

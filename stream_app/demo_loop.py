@@ -51,7 +51,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -59,6 +59,9 @@ from rich.table import Table
 
 from stream_app.core.splits import SplitSpec, side_of
 from stream_app.demo import DemoError, broker_on, console, ensure_bundle, worker_process
+
+if TYPE_CHECKING:
+    from stream_app.core.store import BundleStore
 
 ROOT = Path(__file__).resolve().parents[1]
 NEW_CATEGORY = "Moda"
@@ -267,7 +270,10 @@ class Tap:
             msg = self._consumer.poll(0.2)
             if msg is None or msg.error():
                 continue
-            doc = json.loads(msg.value())
+            value = msg.value()
+            if value is None:  # the worker writes no tombstones
+                continue
+            doc = json.loads(value)
             phase = self.phase
             if phase is None:
                 continue
@@ -334,9 +340,10 @@ def print_alert(out: Console, alert: dict[str, Any]) -> None:
 def _http_json(url: str) -> dict[str, Any]:
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
-            return json.loads(response.read())
+            doc = json.loads(response.read())
     except Exception as exc:  # noqa: BLE001 - 503 bodies and connection errors alike: not (yet) usable
         return {"error": str(exc)}
+    return doc if isinstance(doc, dict) else {"error": f"expected a JSON object, got {type(doc).__name__}"}
 
 
 def _metric(url: str, sample: str) -> float | None:
@@ -359,7 +366,8 @@ def _run(cmd: list[str], log: Path, timeout: float) -> subprocess.CompletedProce
     with log.open("a") as handle:
         handle.write(f"\n$ {' '.join(cmd)}\n")
         handle.flush()
-        result = subprocess.run(cmd, check=False, cwd=ROOT, stdout=subprocess.PIPE, stderr=handle, text=True, timeout=timeout)
+        result = subprocess.run(cmd, check=False, cwd=ROOT, stdout=subprocess.PIPE, stderr=handle, text=True,
+                                timeout=timeout)
         handle.write(result.stdout)
     if result.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
@@ -389,7 +397,8 @@ def print_compare(out: Console, report: dict[str, Any]) -> None:
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("accuracy", lambda s: f"{s['accuracy']:.4f}"), ("macro-F1", lambda s: f"{s['macro_f1']:.4f}"),
         ("micro-F1", lambda s: f"{s['micro_f1']:.4f}"), ("tau", lambda s: f"{s['drift']['tau']:.3f}"),
-        ("outlier rate (expected)", lambda s: f"{s['drift']['outlier_rate']:.3f} ({s['drift']['expected_outlier_rate']:.2f})"
+        ("outlier rate (expected)",
+         lambda s: f"{s['drift']['outlier_rate']:.3f} ({s['drift']['expected_outlier_rate']:.2f})"
          + (" stale" if s["drift"]["stale"] else "")),
         ("bundle MB", lambda s: f"{s['size_bytes'] / 1e6:.1f}"),
         ("texts/s", lambda s: "-" if s.get("texts_per_second") is None else f"{s['texts_per_second']:.0f}"),
@@ -424,7 +433,8 @@ def run_loop(config: LoopConfig, out: Console = console) -> LoopResult:
         raise DemoError("--fashion-share must be in (0, 1)")
 
     ensure_bundle(bundle, datasets_dir)
-    workdir = (cfg.workdir or ROOT / ".cache" / "demo-loop" / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+    run_name = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    workdir = cfg.workdir or ROOT / ".cache" / "demo-loop" / run_name
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     result.workdir = workdir
@@ -545,7 +555,8 @@ def _loop(cfg: LoopConfig, out: Console, result: LoopResult, bundle: Path, datas
         embedding = before.firing("embedding_drift")
         if trigger:
             result.retrain_recommended = True
-            result.trigger = f"the first retrain recommendation (alert {str(trigger['alert_id'])[:12]}, {trigger['type']})"
+            result.trigger = (f"the first retrain recommendation (alert {str(trigger['alert_id'])[:12]}, "
+                              f"{trigger['type']})")
         elif len(embedding) >= cfg.retrain_after:
             result.trigger = (f"{len(embedding)} embedding_drift alerts (no retrain recommendation came: "
                               f"fewer than {cfg.retrain_after} drifting windows in a row in one partition)")
@@ -586,8 +597,8 @@ def _loop(cfg: LoopConfig, out: Console, result: LoopResult, bundle: Path, datas
         checkpoint = checkpoint_beside(bundle)
         if checkpoint is not None:
             cmd += ["--torch-checkpoint", str(checkpoint)]
-        out.print(f"$ python -m export retrain --from {serving_path} --data {labelled_file.name} --out {candidate.name} "
-                  f"--sample {cfg.retrain_sample} --mode {cfg.retrain_mode}"
+        out.print(f"$ python -m export retrain --from {serving_path} --data {labelled_file.name} "
+                  f"--out {candidate.name} --sample {cfg.retrain_sample} --mode {cfg.retrain_mode}"
                   + (f" --torch-checkpoint {checkpoint}" if checkpoint else "") + "   (log: lifecycle.log)")
         t0 = time.monotonic()
         retrained = _run(cmd, log, timeout=1800)
@@ -598,9 +609,10 @@ def _loop(cfg: LoopConfig, out: Console, result: LoopResult, bundle: Path, datas
         out.print(f"retrained in {result.seconds['retrain']:.0f} s: {note or result.candidate}; labels "
                   f"{manifest['labels']}")
 
-        cmd = [sys.executable, "-m", "export", "compare", str(serving_path), str(candidate), "--data", str(heldout_file),
-               "--split", "all", "--speed-rounds", str(cfg.speed_rounds), "--json"]
-        out.print(f"$ python -m export compare {serving_path} {candidate.name} --data {heldout_file.name} --split all --json")
+        cmd = [sys.executable, "-m", "export", "compare", str(serving_path), str(candidate),
+               "--data", str(heldout_file), "--split", "all", "--speed-rounds", str(cfg.speed_rounds), "--json"]
+        out.print(f"$ python -m export compare {serving_path} {candidate.name} --data {heldout_file.name} "
+                  "--split all --json")
         t0 = time.monotonic()
         compared = _run(cmd, log, timeout=900)
         result.seconds["compare"] = round(time.monotonic() - t0, 1)
@@ -621,8 +633,8 @@ def _loop(cfg: LoopConfig, out: Console, result: LoopResult, bundle: Path, datas
     print_summary(out, result, cfg)
 
 
-def _promote_and_replay(cfg: LoopConfig, out: Console, result: LoopResult, store: Any, candidate: Path, log: Path,
-                        proc: subprocess.Popen[bytes], readyz: str, metrics_url: str,
+def _promote_and_replay(cfg: LoopConfig, out: Console, result: LoopResult, store: BundleStore, candidate: Path,
+                        log: Path, proc: subprocess.Popen[bytes], readyz: str, metrics_url: str,
                         replay: Callable[[Phase, pd.DataFrame], None], scored: Callable[[Phase, set[str], str], None],
                         stream_elo7: pd.DataFrame, drift2_fashion: pd.DataFrame, workdir: Path) -> None:
     cmd = [sys.executable, "-m", "export", "promote", "--store", str(store.root), "--from", str(candidate)]
@@ -692,10 +704,12 @@ def print_summary(out: Console, r: LoopResult, cfg: LoopConfig) -> None:
                   cell(a, "embedding_drift_per_1000", lambda x: f"{x:.1f}"))
     table.add_row("category_mix alerts", cell(b, "category_mix"), cell(a, "category_mix"))
     table.add_row("sequential (CUSUM) alerts", cell(b, "sequential"), cell(a, "sequential"))
-    table.add_row("retrain recommendations (any type)", cell(b, "retrain_recommendations"), cell(a, "retrain_recommendations"))
+    table.add_row("retrain recommendations (any type)", cell(b, "retrain_recommendations"),
+                  cell(a, "retrain_recommendations"))
     table.add_row("fashion products flagged outlier", cell(b, "fashion_outlier_share", _pct),
                   cell(a, "fashion_outlier_share", _pct))
-    table.add_row("Elo7 products flagged outlier", cell(b, "elo7_outlier_share", _pct), cell(a, "elo7_outlier_share", _pct))
+    table.add_row("Elo7 products flagged outlier", cell(b, "elo7_outlier_share", _pct),
+                  cell(a, "elo7_outlier_share", _pct))
     table.add_row(f"fashion categorized {NEW_CATEGORY}", cell(b, "fashion_as_new_category", _pct),
                   cell(a, "fashion_as_new_category", _pct))
     table.add_row("Elo7 top-1 accuracy", cell(b, "elo7_accuracy", _pct), cell(a, "elo7_accuracy", _pct))

@@ -147,6 +147,9 @@ class ProductEvent(BaseModel):
 class CategoryOut(BaseModel):
     name: str
     score: float = Field(ge=0, le=1)
+    above_threshold: bool = Field(
+        description="score >= the category's calibrated threshold; false only for a top category that is a best guess"
+    )
 
 
 class DriftOut(BaseModel):

@@ -127,12 +127,12 @@ class Settings(BaseSettings):
 
     @field_validator("security_protocol", "sasl_mechanism", mode="before")
     @classmethod
-    def _upper(cls, value: Any) -> Any:
+    def _upper(cls, value: object) -> object:  # mode="before": the raw input, any type
         return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("log_level", mode="before")
     @classmethod
-    def _lower(cls, value: Any) -> Any:
+    def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("input_topic", "output_topic", "drift_topic", "dlq_topic", "shadow_topic")
@@ -155,7 +155,9 @@ class Settings(BaseSettings):
         if self.security_protocol in (SecurityProtocol.SASL_SSL, SecurityProtocol.SASL_PLAINTEXT):
             missing = [_env_name(f) for f in ("sasl_username", "sasl_password") if not getattr(self, f)]
             if missing:
-                raise ValueError(f"{', '.join(missing)} required when STREAM_SECURITY_PROTOCOL={self.security_protocol.value}")
+                raise ValueError(
+                    f"{', '.join(missing)} required when STREAM_SECURITY_PROTOCOL={self.security_protocol.value}"
+                )
         topics = [self.input_topic, self.output_topic, self.drift_topic, self.dlq_topic, self.shadow_topic]
         if len(set(topics)) != len(topics):
             raise ValueError(

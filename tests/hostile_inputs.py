@@ -277,7 +277,7 @@ def field_values(name: str, max_string: int) -> st.SearchStrategy[str]:
     common = json_any(max_string)
     if name == "product_id":
         return st.one_of(common, HUGE_INTS, st.sampled_from(SPECIAL_FLOATS), big.map(jstr),
-                         st.sampled_from(SURROGATE_TEXTS + ["\x00", "id\x00", "\x7f"]).map(jstr))
+                         st.sampled_from([*SURROGATE_TEXTS, "\x00", "id\x00", "\x7f"]).map(jstr))
     if name in ("title", "description"):
         return st.one_of(common, big.map(jstr), big.map(lambda s: jstr(s, ascii_only=not _encodable(s))),
                          st.sampled_from(SURROGATE_TEXTS + WHITESPACE_ONLY + ["\x00", "a\x00b", "\x00" * 10]).map(jstr))
@@ -339,7 +339,7 @@ def hostile_products(draw: st.DrawFn, max_string: int = MAX_MESSAGE_BYTES) -> Ho
                                                                                                (culprit, hostile)]
     else:  # many
         culprit = None
-        names = draw(st.lists(st.sampled_from(FIELDS + ("n",)), min_size=2, max_size=4, unique=True))
+        names = draw(st.lists(st.sampled_from((*FIELDS, "n")), min_size=2, max_size=4, unique=True))
         pairs = [(k, v) for k, v in pairs if k not in names]
         pairs += [(name, draw(field_values(name, max_string // 4))) for name in names]
     order = draw(st.permutations(range(len(pairs))))
@@ -372,7 +372,7 @@ def _splice(value: bytes, insert: bytes, where: float) -> bytes:
 def raw_values(max_size: int = MAX_MESSAGE_BYTES + 1_000) -> st.SearchStrategy[bytes]:
     """Any bytes a producer can send (values up to about ``max_size`` bytes)."""
     products = valid_products().map(lambda p: p.value)
-    units = st.one_of(st.binary(min_size=1, max_size=16), st.sampled_from(INVALID_UTF8 + [b"a", b" ", b"[", b"{"]))
+    units = st.one_of(st.binary(min_size=1, max_size=16), st.sampled_from([*INVALID_UTF8, b"a", b" ", b"[", b"{"]))
     sizes = st.one_of(st.integers(0, max_size), st.sampled_from(
         [MAX_MESSAGE_BYTES - 1, MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES + 1, max_size]).filter(lambda n: n <= max_size))
     return st.one_of(

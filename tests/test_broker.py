@@ -135,7 +135,7 @@ def test_running_broker_dies_with_a_killed_parent(state: Path) -> None:
     assert result.stdout.strip() == "up", result.stderr
     pid = int((state / f"tansu-{port}.pid").read_text())
     deadline = time.monotonic() + 5
-    while tansu._is_tansu(pid) and time.monotonic() < deadline:
+    while tansu.is_tansu(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not tansu._is_tansu(pid), "orphan broker survived its parent"
+    assert not tansu.is_tansu(pid), "orphan broker survived its parent"
     assert tansu.stop(port) is False  # stale pid file cleaned up

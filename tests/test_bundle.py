@@ -59,7 +59,7 @@ def test_edited_manifest_value_is_refused(bundle_copy: Path) -> None:
     data = json.loads(manifest_path.read_text())
     data["thresholds"][0] = 0.01
     manifest_path.write_text(json.dumps(data))
-    with pytest.raises(BundleError, match="manifest.json.*bundle_version"):
+    with pytest.raises(BundleError, match=r"manifest\.json.*bundle_version"):
         Bundle.load(bundle_copy)
 
 
@@ -74,14 +74,14 @@ def test_unsupported_schema_version_is_refused(bundle_copy: Path) -> None:
 
 def test_missing_file_is_named(bundle_copy: Path) -> None:
     (bundle_copy / "centroids.faiss").unlink()
-    with pytest.raises(BundleError, match="centroids.faiss.*missing"):
+    with pytest.raises(BundleError, match=r"centroids\.faiss.*missing"):
         Bundle.load(bundle_copy)
 
 
 def test_not_a_bundle(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="does not exist"):
         Bundle.load(tmp_path / "nope")
-    with pytest.raises(BundleError, match="manifest.json.*missing"):
+    with pytest.raises(BundleError, match=r"manifest\.json.*missing"):
         Bundle.load(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):

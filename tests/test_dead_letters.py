@@ -16,8 +16,7 @@ import pytest
 
 from stream_app.messages import DeadLetterReason
 from stream_app.schemas import generate
-from tests.worker_harness import WorkerTopics, collect_json, elo7_event, elo7_rows, produce, start_worker, \
-    wait_for_keys
+from tests.worker_harness import WorkerTopics, collect_json, elo7_event, elo7_rows, produce, start_worker, wait_for_keys
 
 MAX_BYTES = 20_000
 

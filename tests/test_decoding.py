@@ -63,9 +63,10 @@ def test_decode_properties(probs: np.ndarray, thresholds: list[float]) -> None:
 
 def test_fashion_hierarchy_paths_decode_as_a_chain(datasets_dir) -> None:
     """A confident fashion product decodes to its whole path: master, master/sub, master/sub/article."""
-    styles = pd.read_csv(datasets_dir / "fashion" / "styles.csv", usecols=["masterCategory", "subCategory", "articleType"],
-                         dtype=str).dropna().head(2000)
-    labels = sorted({m for m in styles.masterCategory} | {f"{m}/{s}" for m, s in zip(styles.masterCategory, styles.subCategory)}
+    styles = pd.read_csv(datasets_dir / "fashion" / "styles.csv",
+                         usecols=["masterCategory", "subCategory", "articleType"], dtype=str).dropna().head(2000)
+    labels = sorted({m for m in styles.masterCategory}
+                    | {f"{m}/{s}" for m, s in zip(styles.masterCategory, styles.subCategory, strict=True)}
                     | {f"{m}/{s}/{a}" for m, s, a in styles.itertuples(index=False)})
     row = styles.iloc[0]
     truth = [row.masterCategory, f"{row.masterCategory}/{row.subCategory}",

@@ -151,7 +151,8 @@ def test_replay_after_a_crash_resends_the_same_ids_and_skips_the_partial_block(
     kind = by_block("clean", "drift", "drift", "drift")
     # Worker A consumes up to 349 and is SIGKILLed; its last commit was at ``resume_at``.
     before = keyed(feed(make_tracker("pod-a"), 0, range(350), kind))
-    assert set(before) == {("firing", t, 0, s) for t in BOTH for s in (100, 200)} | {("firing", "embedding_drift", 0, 300)}
+    assert set(before) == ({("firing", t, 0, s) for t in BOTH for s in (100, 200)}
+                           | {("firing", "embedding_drift", 0, 300)})
     # The replacement pod resumes there.
     after = keyed(feed(make_tracker("pod-b"), 0, range(resume_at, 400), kind))
     assert {start for *_, start in after} == replayed  # nothing for the block it resumed in the middle of
@@ -193,7 +194,8 @@ def test_a_jump_forward_keeps_the_open_window_or_closes_it_and_skips_to_the_next
     records = feed(tracker, 0, range(260, 400), kind)
     assert [(r["status"], r["type"], r["_at"]) for r in records] == [("resolved", "embedding_drift", 399)]
     records = feed(tracker, 0, range(400, 500), kind)
-    assert [(r["type"], r["window"]["start_offset"]) for r in records] == [("embedding_drift", 400), ("category_mix", 400)]
+    assert [(r["type"], r["window"]["start_offset"]) for r in records] == [
+        ("embedding_drift", 400), ("category_mix", 400)]
     assert records[0]["consecutive_windows"] == 1
 
 
@@ -213,7 +215,8 @@ def test_windows_judged_again_in_the_same_process_do_not_count_twice() -> None:
     # An earlier clean window judged again does not resolve a later alert.
     tracker = make_tracker()
     kind = by_block("drift", "clean", "drift")
-    assert [r["status"] for r in feed(tracker, 0, range(3 * W), kind)] == ["firing"] * 2 + ["resolved"] * 2 + ["firing"] * 2
+    statuses = [r["status"] for r in feed(tracker, 0, range(3 * W), kind)]
+    assert statuses == ["firing"] * 2 + ["resolved"] * 2 + ["firing"] * 2
     assert feed(tracker, 0, range(W, 2 * W), kind) == []
 
 

@@ -11,8 +11,18 @@ from jsonschema import Draft202012Validator
 
 from stream_app.messages import drift_alert_adapter
 from stream_app.schemas import SCHEMA_DIR
-from tests.worker_harness import PARTITIONS, WorkerTopics, collect_json, elo7_event, elo7_rows, fashion_event, \
-    fashion_rows, produce_events, start_worker, wait_for_keys
+from tests.worker_harness import (
+    PARTITIONS,
+    WorkerTopics,
+    collect_json,
+    elo7_event,
+    elo7_rows,
+    fashion_event,
+    fashion_rows,
+    produce_events,
+    start_worker,
+    wait_for_keys,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 WINDOW = 150

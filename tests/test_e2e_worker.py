@@ -47,6 +47,12 @@ def test_every_product_categorized_with_offline_accuracy(e2e, broker: str, test_
     assert {d["model_version"] for d in first} == {bundle.version}
     assert all(d["categories"][0]["name"] == d["top_category"] for d in first)
     assert all(d["source"]["topic"] == topics.input for d in first)
+    # Each category carries its decision against the bundle's per-category threshold; only the top one
+    # may be below it (a best guess), every other listed category is above.
+    thresholds = dict(zip(bundle.manifest.labels, bundle.manifest.thresholds, strict=True))
+    for d in first:
+        assert all(c["above_threshold"] == (c["score"] >= thresholds[c["name"]]) for c in d["categories"])
+        assert all(c["above_threshold"] for c in d["categories"][1:])
 
     # Offline: the same bundle on the same rendered texts, straight through the Pipeline.
     texts = [bundle.manifest.text.render(ProductEvent.model_validate(e).text_fields()) for e in events]

@@ -14,7 +14,8 @@ from tests.fixtures.bundle import ELO7, ROOT
 
 
 def run_export(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
 
 
 def assert_fails_naming(result: subprocess.CompletedProcess, *needles: str) -> None:

@@ -23,8 +23,20 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from stream_app.broker import recorded_pid, running_broker
-from tests.worker_harness import PARTITIONS, GroupOffsets, TrackedProducer, WorkerProcess, WorkerTopics, \
-    elo7_event, elo7_rows, fault_events, metric_values, start_faulty_worker, start_worker, wait_for_keys
+from tests.worker_harness import (
+    PARTITIONS,
+    GroupOffsets,
+    TrackedProducer,
+    WorkerProcess,
+    WorkerTopics,
+    elo7_event,
+    elo7_rows,
+    fault_events,
+    metric_values,
+    start_faulty_worker,
+    start_worker,
+    wait_for_keys,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -76,7 +88,8 @@ def read_topic(broker: str, topic: str, idle: float = 3.0, timeout: float = 90.0
             if msg is None:
                 continue
             if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+                # confluent_kafka's public name for librdkafka's internal code (the underscore is theirs)
+                if msg.error().code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - public constant
                     continue
                 raise AssertionError(f"consume {topic}: {msg.error()}")
             doc = json.loads(msg.value())
@@ -190,7 +203,7 @@ def test_commits_never_pass_an_unacknowledged_output(broker: str, test_bundle: P
         final = offsets.committed()
     ends = producer.end_offsets()
     hung = [e for e in fault_events(tmp_path) if e["kind"] == "send_hang"]
-    max_p0 = max(h[0] for h in history + [final])
+    max_p0 = max(h[0] for h in [*history, final])
     figures = {"hang_from_offset": hang_from, "hung_outputs": len(hung), "max_committed_p0": max_p0,
                "final_committed": final, "end_offsets": ends, "polls": len(history)}
     stalled = {p: (final[p], ends.get(p, 0)) for p in range(1, PARTITIONS) if final[p] < ends.get(p, 0)}
@@ -534,7 +547,7 @@ def test_launcher_injects_exactly_what_it_is_told(monkeypatch: pytest.MonkeyPatc
     def settle(awaitable: Any, timeout: float) -> str:
         try:
             return f"ok:{loop.run_until_complete(asyncio.wait_for(awaitable, timeout))}"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return "timeout"
         except launcher.InjectedFault:
             return "fault"

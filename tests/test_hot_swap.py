@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import time
@@ -30,7 +31,7 @@ def _serving(worker: WorkerProcess) -> dict[str, object]:
     return json.loads(worker.get("/readyz")[1])
 
 
-def _wait_until(predicate, timeout: float = 60.0) -> None:  # noqa: ANN001
+def _wait_until(predicate, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -75,13 +76,13 @@ def test_swap_under_load_loses_nothing_and_switches_once_per_partition(
             ordered = sorted((d for d in outputs if d["source"]["partition"] == partition),
                              key=lambda d: d["source"]["offset"])
             versions = [d["model_version"] for d in ordered]
-            flips = sum(a != b for a, b in zip(versions, versions[1:], strict=False))
+            flips = sum(a != b for a, b in itertools.pairwise(versions))
             assert flips <= 1 and versions[0] == old, f"partition {partition}: {versions}"
             switches += flips
         assert switches >= 1
         times = sorted(time.mktime(time.strptime(d["processed_at"][:19], "%Y-%m-%dT%H:%M:%S"))
                        + float("0." + d["processed_at"][20:26]) for d in outputs)
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         print(json.dumps({"outputs": len(outputs), "switched_partitions": switches,
                           "longest_gap_s": round(max(gaps), 3)}))
         assert worker.proc is not None and worker.proc.pid == pid and worker.alive()

@@ -49,7 +49,8 @@ def test_valid_products_are_accepted(pid, title, tags, event_time, extra) -> Non
     jsonschema.validate(payload, generate()["products.schema.json"])
 
 
-bad_values = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False), st.lists(st.integers(), min_size=1, max_size=2),
+bad_values = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False),
+                       st.lists(st.integers(), min_size=1, max_size=2),
                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
@@ -85,7 +86,8 @@ def test_wrong_types_name_the_field(field: str, value) -> None:
         (b'{"product_id": 1.5, "title": "x"}', DeadLetterReason.SCHEMA_VIOLATION, "product_id"),
         (b'{"product_id": 1, "title": 7}', DeadLetterReason.SCHEMA_VIOLATION, "title"),
         (b'{"product_id": 1, "title": "x", "tags": [1, 2]}', DeadLetterReason.SCHEMA_VIOLATION, "tags"),
-        (b'{"product_id": 1, "title": "x", "event_time": "yesterday"}', DeadLetterReason.SCHEMA_VIOLATION, "event_time"),
+        (b'{"product_id": 1, "title": "x", "event_time": "yesterday"}', DeadLetterReason.SCHEMA_VIOLATION,
+         "event_time"),
         (b'{"product_id": 1, "title": "x", "event_time": "1700000000000"}', DeadLetterReason.SCHEMA_VIOLATION,
          "event_time"),
         (b'{"product_id": 1, "title": "x", "event_time": -5}', DeadLetterReason.SCHEMA_VIOLATION, "event_time"),
@@ -105,7 +107,7 @@ def test_classification(value: bytes | None, reason: DeadLetterReason, field: st
 
 def test_deeply_nested_json_is_a_dead_letter_not_a_crash() -> None:
     outcome = classify(b"[" * 5000 + b"]" * 5000, 1_000_000)
-    assert isinstance(outcome, Rejected) and outcome.reason is DeadLetterReason.NOT_AN_OBJECT or outcome.reason is (
+    assert (isinstance(outcome, Rejected) and outcome.reason is DeadLetterReason.NOT_AN_OBJECT) or outcome.reason is (
         DeadLetterReason.INVALID_JSON
     )
 

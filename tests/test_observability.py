@@ -10,8 +10,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.worker.health import liveness, readiness
-from tests.worker_harness import WorkerTopics, elo7_event, elo7_rows, produce, produce_events, start_worker, \
-    wait_for_keys
+from tests.worker_harness import (
+    WorkerTopics,
+    elo7_event,
+    elo7_rows,
+    produce,
+    produce_events,
+    start_worker,
+    wait_for_keys,
+)
 
 EXPECTED = {
     "stream_messages_consumed": "counter",

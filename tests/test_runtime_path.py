@@ -38,7 +38,7 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     from export.encoders import default_encoder_dir
     from export.model import CategorizerModel
     from export.onnx_export import export_core, torch_parity
-    from export.tfidf_branch import TfidfBranch, attach, fit_margins, special_ids, TokenTfidf
+    from export.tfidf_branch import TfidfBranch, TokenTfidf, attach, fit_margins, special_ids
     from stream_app.core.model import load_tokenizer
 
     torch.manual_seed(0)
@@ -67,7 +67,8 @@ def test_int8_graph_agrees_with_fp32(test_bundle: Path) -> None:
     bundle = Bundle.load(test_bundle)
     fp32 = Categorizer(bundle.fp32_model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
     int8 = Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
-    texts = ["Kit festa infantil | festa kit", "Colar de prata | colar prata pingente", "Quadro decorativo | quadro sala"]
+    texts = ["Kit festa infantil | festa kit", "Colar de prata | colar prata pingente",
+             "Quadro decorativo | quadro sala"]
     a, b = fp32.run(texts), int8.run(texts)
     assert np.allclose(np.linalg.norm(a.embeddings, axis=1), 1, atol=1e-4)
     assert (a.probabilities.argmax(1) == b.probabilities.argmax(1)).all()

@@ -23,7 +23,8 @@ def test_defaults_match_the_contract() -> None:
     s = load_settings()
     assert s.brokers == "127.0.0.1:9092"
     assert s.security_protocol.value == "PLAINTEXT" and s.sasl_mechanism.value == "SCRAM-SHA-512"
-    assert (s.input_topic, s.output_topic, s.drift_topic, s.dlq_topic) == ("products", "categories", "drift", "products.dlq")
+    topics = (s.input_topic, s.output_topic, s.drift_topic, s.dlq_topic)
+    assert topics == ("products", "categories", "drift", "products.dlq")
     assert (s.partitions, s.replication_factor, s.group_id) == (6, 1, "product-categorizer")
     assert (s.batch_size, s.model_batch_size, s.batch_max_wait_ms, s.max_batches_in_flight, s.inference_threads) == (
         256, 32, 0, 2, 2)

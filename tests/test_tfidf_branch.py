@@ -40,7 +40,8 @@ def core_graph(path: Path, labels: int = LABELS) -> Path:
     ]
     graph = helper.make_graph(
         nodes, "core",
-        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in ("input_ids", "attention_mask")],
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+         for n in ("input_ids", "attention_mask")],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", 1]),
          helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", labels])],
         [onnx.numpy_helper.from_array(np.zeros((1, labels), np.float32), "zeros")],
@@ -49,7 +50,8 @@ def core_graph(path: Path, labels: int = LABELS) -> Path:
     return path
 
 
-def run_graph(path: Path, ids: list[list[int]], output: str = "probabilities", mask: np.ndarray | None = None) -> np.ndarray:
+def run_graph(path: Path, ids: list[list[int]], output: str = "probabilities",
+              mask: np.ndarray | None = None) -> np.ndarray:
     input_ids, padded_mask = pad_batch(ids, PAD)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run([output], {"input_ids": input_ids, "attention_mask": padded_mask if mask is None else mask})[0]
@@ -213,7 +215,8 @@ def test_the_branch_stays_fp32_through_quantization(tmp_path: Path) -> None:
     train = [[CLS, 2000 + (i * 7) % 11, 2000 + (i * 3) % 5, 2001, SEP] for i in range(30)]
     tfidf = TokenTfidf.fit(train, SPECIAL)
     rng = np.random.default_rng(0)
-    linear = LinearMargins(rng.normal(size=(LABELS, len(tfidf.ngrams))).astype(np.float32), np.zeros(LABELS, np.float32))
+    weights = rng.normal(size=(LABELS, len(tfidf.ngrams))).astype(np.float32)
+    linear = LinearMargins(weights, np.zeros(LABELS, np.float32))
     out = tmp_path / "model.onnx"
     attach(core_graph(tmp_path / "core.onnx"), out, tfidf, linear, 2.0)
     before = run_graph(out, train)

@@ -241,7 +241,8 @@ def iter_topic(broker: str, topic: str, timeout: float, partitions: int) -> Iter
             if msg is None:
                 continue
             if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+                # confluent_kafka's public name for librdkafka's internal code (the underscore is theirs)
+                if msg.error().code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - public constant
                     continue
                 raise AssertionError(f"consume {topic}: {msg.error()}")
             yield msg
@@ -250,7 +251,8 @@ def iter_topic(broker: str, topic: str, timeout: float, partitions: int) -> Iter
 
 
 def collect_json(broker: str, topic: str, *, until: int | None = None, key_count: bool = False,
-                 timeout: float = 60.0, partitions: int = PARTITIONS, idle: float | None = None) -> list[dict[str, Any]]:
+                 timeout: float = 60.0, partitions: int = PARTITIONS,
+                 idle: float | None = None) -> list[dict[str, Any]]:
     """JSON values of ``topic``; stops once ``until`` records (or distinct keys when ``key_count``) arrived,
     after ``idle`` seconds without a record (when given), or at ``timeout``."""
     out: list[dict[str, Any]] = []

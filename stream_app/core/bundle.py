@@ -123,9 +123,6 @@ class Bundle:
     def version(self) -> str:
         return self.manifest.bundle_version
 
-    def file(self, name: str) -> Path:
-        return self.path / name
-
     @property
     def model_path(self) -> Path:
         return self.path / self.manifest.model_file
@@ -179,5 +176,7 @@ class Bundle:
                 raise BundleError(f"{file_path}: listed in the manifest but missing")
             actual = sha256_file(file_path)
             if actual != expected:
-                raise BundleError(f"{file_path}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...)")
+                raise BundleError(
+                    f"{file_path}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...)"
+                )
         return cls(root, manifest)

@@ -69,7 +69,7 @@ class Categorizer:
     """Runs one exported graph. Thread-safe for concurrent `run` calls (onnxruntime sessions are)."""
 
     def __init__(self, model_path: Path, tokenizer_path: Path, max_tokens: int, threads: int = 2, batch_size: int = 32,
-                 outputs: tuple[str, str] = ("embedding", "probabilities")):
+                 outputs: tuple[str, str] = ("embedding", "probabilities")) -> None:
         """`outputs`: the graph's two output names read into `ModelOutput` (the build reads
         ``("embedding", "logits")`` of its intermediate graph this way)."""
         self.outputs = list(outputs)

@@ -50,7 +50,9 @@ class Pipeline:
         self.categorizer = Categorizer(model_path, bundle.tokenizer_path, manifest.max_tokens, threads, batch_size)
         self.centroids = CentroidIndex.load(bundle.centroids_path)
         if self.centroids.dim != manifest.embedding_dim:
-            raise ValueError(f"{bundle.centroids_path}: dim {self.centroids.dim} != embedding_dim {manifest.embedding_dim}")
+            raise ValueError(
+                f"{bundle.centroids_path}: dim {self.centroids.dim} != embedding_dim {manifest.embedding_dim}"
+            )
 
     def run(self, texts: Sequence[str]) -> ModelOutput:
         """Raw model outputs (embeddings and probabilities)."""

@@ -18,7 +18,9 @@ class SplitSpec:
 
     def __post_init__(self) -> None:
         if not (0 < self.validation < 1 and 0 < self.test < 1 and self.validation + self.test < 1):
-            raise ValueError(f"split fractions validation={self.validation} test={self.test} must be in (0, 1) and sum < 1")
+            raise ValueError(
+                f"split fractions validation={self.validation} test={self.test} must be in (0, 1) and sum < 1"
+            )
 
 
 def side_of(group: str, spec: SplitSpec) -> str:

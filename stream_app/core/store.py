@@ -52,8 +52,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from stream_app.core.bundle import MANIFEST, Bundle, BundleError
 
@@ -82,7 +83,7 @@ class Pointer:
     sequence: int = 0
     action: str = "promote"
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "previous": list(self.previous), "promoted_at": self.promoted_at,
                 "sequence": self.sequence, "action": self.action}
 
@@ -97,7 +98,7 @@ class Shadow:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -113,7 +114,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
+def write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
     """Write `payload` to `path` so that a reader sees the old file or the new one, never a mix."""
     data = (json.dumps(payload, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -178,7 +179,7 @@ class BundleStore:
             found.append((created, entry.name))
         return [name for _, name in sorted(found)]
 
-    def _read_json(self, path: Path) -> dict | None:
+    def _read_json(self, path: Path) -> dict[str, Any] | None:
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
@@ -202,8 +203,9 @@ class BundleStore:
         previous = data.get("previous", [])
         if not isinstance(version, str) or not isinstance(previous, list):
             raise StoreError(f"{self.serving_file}: expected {{'version': str, 'previous': list, ...}}, got {data}")
-        return Pointer(version=version, previous=[str(v) for v in previous], promoted_at=str(data.get("promoted_at", "")),
-                       sequence=int(data.get("sequence", 0)), action=str(data.get("action", "promote")))
+        return Pointer(version=version, previous=[str(v) for v in previous],
+                       promoted_at=str(data.get("promoted_at", "")), sequence=int(data.get("sequence", 0)),
+                       action=str(data.get("action", "promote")))
 
     def read_shadow(self) -> Shadow | None:
         data = self._read_json(self.shadow_file)
@@ -211,7 +213,8 @@ class BundleStore:
             return None
         if not isinstance(data["version"], str):
             raise StoreError(f"{self.shadow_file}: 'version' must be a string, got {data['version']!r}")
-        return Shadow(version=data["version"], set_at=str(data.get("set_at", "")), sequence=int(data.get("sequence", 0)))
+        return Shadow(version=data["version"], set_at=str(data.get("set_at", "")),
+                      sequence=int(data.get("sequence", 0)))
 
     def serving_version(self) -> str | None:
         pointer = self.read_pointer()
@@ -254,7 +257,9 @@ class BundleStore:
         except BundleError as exc:
             raise StoreError(f"version {version} is not usable: {exc}") from exc
         if bundle.version != version:
-            raise StoreError(f"{path / MANIFEST}: bundle_version {bundle.version} does not match its directory name {version}")
+            raise StoreError(
+                f"{path / MANIFEST}: bundle_version {bundle.version} does not match its directory name {version}"
+            )
         return bundle
 
     # --- writing (under the lock) ----------------------------------------------------------------
@@ -369,7 +374,7 @@ class BundleStore:
         _fsync_dir(self.root)
         return True
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """Versions, serving pointer and shadow, as plain data (for `python -m export versions`)."""
         pointer = self.read_pointer()
         return {
@@ -396,5 +401,14 @@ def resolve_bundle_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get(PATH_ENV, "").strip() or DEFAULT_BUNDLE_PATH)
 
 
-__all__ = ["BundleStore", "Pointer", "Shadow", "StoreError", "resolve_bundle_path", "write_json_atomic",
-           "SERVING_FILE", "SHADOW_FILE", "STORE_ENV"]
+__all__ = [
+    "SERVING_FILE",
+    "SHADOW_FILE",
+    "STORE_ENV",
+    "BundleStore",
+    "Pointer",
+    "Shadow",
+    "StoreError",
+    "resolve_bundle_path",
+    "write_json_atomic",
+]

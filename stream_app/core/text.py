@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 CANONICAL_FIELDS = ("title", "tags", "description")
 
 
-def normalize_value(value: Any) -> str:
+def normalize_value(value: object) -> str:
     """One field value as text: lists are space-joined, None/NaN become '', whitespace is collapsed."""
     if value is None:
         return ""

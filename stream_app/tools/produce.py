@@ -1,6 +1,10 @@
-"""Replay a product catalog into Kafka as ``products`` events.
+"""Produce messages to a topic: a product catalog replayed as JSON events, or lines of text (like ``kcat -P``).
 
-Each row becomes one JSON message, keyed by its product id::
+The command line is ``python -m stream_app produce`` (stream_app/__main__.py); this module is the library.
+
+Catalog replay (``replay``)
+---------------------------
+Each row becomes one JSON message, keyed by its product id (or another canonical field, ``key_field``)::
 
     {"product_id": "...", "title": "...", "tags": "...", "description": "...", "event_time": "..."}
 
@@ -8,7 +12,8 @@ Each row becomes one JSON message, keyed by its product id::
 present (``""`` when unmapped or empty); ``title`` is ``""`` when empty. Rows are replayed faithfully,
 not filtered: an empty title (7 rows of the fashion catalog) reaches the worker, which dead-letters it.
 
-Input format by suffix: ``.parquet``, ``.csv``, ``.jsonl`` / ``.ndjson`` (JSON Lines).
+The file is read by ``stream_app.catalog.read_table`` (``.parquet``, ``.csv``, ``.jsonl`` / ``.ndjson``),
+the reader the model build uses too.
 
 Column mapping (``ColumnMapping``): canonical field <- source column. The defaults fit Elo7
 (``product_id <- product_id``, ``title <- title``, ``tags <- concatenated_tags``,
@@ -23,34 +28,50 @@ Fashion catalog: ``styles_text.csv`` (productDisplayName) is row-aligned with ``
 year). Replay it with ``join_by_position=styles.csv``: the two files are joined row by row (they must
 have the same number of rows), e.g.::
 
-    python -m stream_app.tools.produce ../shared/datasets/fashion/styles_text.csv \\
+    python -m stream_app produce --file ../shared/datasets/fashion/styles_text.csv \\
         --join-by-position ../shared/datasets/fashion/styles.csv \\
         --columns "product_id=id,title=productDisplayName,tags=articleType+baseColour,event_time=year"
+
+Lines (``produce_lines``)
+-------------------------
+Each line is one message value, sent as is (its trailing ``\\n`` or ``\\r\\n`` removed; empty lines are
+skipped). With ``key_delimiter`` the line is split at the first delimiter, key before and value after
+(``kcat -K``); a line without the delimiter is sent without a key. With ``key_field`` the line must be a
+JSON object and its ``key_field`` value is the key.
+
+Both sources: ``headers`` go on every message, ``partition`` pins one partition (default: the
+partitioner, by key), ``rate`` caps messages per second, ``limit`` caps the count. The producer is
+flushed at the end and every delivery report checked: a failed or undelivered message raises
+``ReplayError``, which names the topic and the first error. On any error (a bad row or line included)
+what is still queued is dropped and the producer destroyed.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
-from typing import Any
+from types import TracebackType
 
 import pandas as pd
-import typer
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
-from stream_app.kafka.config import ConnectionSettings, client_config, producer_config
+from stream_app.catalog import CatalogError, read_joined, read_table
+from stream_app.kafka.config import producer_config
+from stream_app.tools.topics import ClientConfig
 
 ROW_NUMBER = "#row"
 CANONICAL_FIELDS = ("product_id", "title", "tags", "description", "event_time")
 
+# One Kafka record header: name, value.
+Header = tuple[str, bytes]
+
 
 class ReplayError(RuntimeError):
-    """Bad input (file, column, row) or failed delivery; the message names the culprit."""
+    """Bad input (file, column, row, line) or failed delivery; the message names the culprit."""
 
 
 @dataclass(frozen=True)
@@ -93,40 +114,28 @@ class ColumnMapping:
 ELO7_DEFAULTS = ColumnMapping()
 
 
+def parse_header(spec: str) -> Header:
+    """``"NAME=VALUE"`` -> ``(NAME, VALUE as UTF-8)``; the value may be empty or contain ``=``.
+
+    Raises ``ValueError`` naming ``spec`` when there is no ``=`` or the name is empty.
+    """
+    name, sep, value = spec.partition("=")
+    if not sep or not name:
+        raise ValueError(f"bad header {spec!r}: expected NAME=VALUE")
+    return name, value.encode()
+
+
 def read_catalog(file: Path, limit: int | None = None, join_by_position: Path | None = None) -> pd.DataFrame:
-    """Read a catalog by suffix (all values as strings where the format allows)."""
-    frame = _read_one(file, limit)
-    if join_by_position is not None:
-        other = _read_one(join_by_position, limit)
-        if len(other) != len(frame):
-            raise ReplayError(
-                f"{join_by_position} has {len(other)} rows but {file} has {len(frame)}: "
-                "a join by position needs row-aligned files"
-            )
-        # Columns of the main file win on a name clash.
-        other = other.drop(columns=[c for c in other.columns if c in frame.columns])
-        frame = pd.concat([frame.reset_index(drop=True), other.reset_index(drop=True)], axis=1)
-    return frame
-
-
-def _read_one(file: Path, limit: int | None) -> pd.DataFrame:
-    if not file.is_file():
-        raise ReplayError(f"catalog file not found: {file}")
-    suffix = file.suffix.lower()
+    """The catalog rows to replay (``stream_app.catalog``); read errors become ``ReplayError``."""
     try:
-        if suffix == ".parquet":
-            frame = pd.read_parquet(file)
-            return frame.head(limit) if limit is not None else frame
-        if suffix == ".csv":
-            return pd.read_csv(file, dtype=str, nrows=limit, keep_default_na=False, na_values=[""])
-        if suffix in (".jsonl", ".ndjson"):
-            return pd.read_json(file, lines=True, dtype=False, nrows=limit)
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise ReplayError(f"cannot read {file}: {exc}") from exc
-    raise ReplayError(f"unsupported catalog format {suffix!r} for {file}: use .parquet, .csv or .jsonl")
+        if join_by_position is None:
+            return read_table(file, limit)
+        return read_joined(file, join_by_position, limit)
+    except CatalogError as exc:
+        raise ReplayError(str(exc)) from exc
 
 
-def _is_missing(value: Any) -> bool:
+def _is_missing(value: object) -> bool:
     if value is None:
         return True
     try:
@@ -135,7 +144,7 @@ def _is_missing(value: Any) -> bool:
         return False
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     if _is_missing(value):
         return ""
     if isinstance(value, list | tuple):
@@ -145,7 +154,7 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _event_time(value: Any, file: Path, column: str, row: int) -> str | None:
+def _event_time(value: object, file: Path, column: str, row: int) -> str | None:
     if _is_missing(value) or value == "":
         return None
     try:
@@ -159,7 +168,7 @@ def _event_time(value: Any, file: Path, column: str, row: int) -> str | None:
     if stamp is pd.NaT:
         return None
     stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
-    return stamp.isoformat()
+    return str(stamp.isoformat())
 
 
 def check_columns(frame: pd.DataFrame, columns: ColumnMapping, file: Path) -> dict[str, list[str]]:
@@ -172,8 +181,8 @@ def check_columns(frame: pd.DataFrame, columns: ColumnMapping, file: Path) -> di
     return sources
 
 
-def iter_events(frame: pd.DataFrame, columns: ColumnMapping, file: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(key, event)`` per row. Raises ``ReplayError`` naming a bad row (and column).
+def iter_events(frame: pd.DataFrame, columns: ColumnMapping, file: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """Yield ``(product_id, event)`` per row. Raises ``ReplayError`` naming a bad row (and column).
 
     Call ``check_columns`` first: a generator only runs at the first ``next()``.
     """
@@ -190,7 +199,7 @@ def iter_events(frame: pd.DataFrame, columns: ColumnMapping, file: Path) -> Iter
             product_id = joined("product_id", i)
             if not product_id:
                 raise ReplayError(f"{file}: row {i}: empty product id in column {columns.product_id!r}")
-        event: dict[str, Any] = {"product_id": product_id, "title": joined("title", i), "tags": joined("tags", i)}
+        event = {"product_id": product_id, "title": joined("title", i), "tags": joined("tags", i)}
         if "description" in sources and (description := joined("description", i)):
             event["description"] = description
         if "event_time" in sources:
@@ -198,6 +207,24 @@ def iter_events(frame: pd.DataFrame, columns: ColumnMapping, file: Path) -> Iter
             if (stamp := _event_time(data[column][i], file, column, i)) is not None:
                 event["event_time"] = stamp
         yield product_id, event
+
+
+def split_line(line: bytes, number: int, key_delimiter: bytes | None = None,
+               key_field: str | None = None) -> tuple[bytes | None, bytes]:
+    """``(key, value)`` of one input line (1-based ``number``, for errors); see the module docstring."""
+    if key_delimiter is not None:
+        key, sep, value = line.partition(key_delimiter)
+        return (key, value) if sep else (None, line)
+    if key_field is None:
+        return None, line
+    try:
+        document = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReplayError(f"line {number}: not JSON, so it has no {key_field!r} for the key: {exc}") from exc
+    if not isinstance(document, dict) or document.get(key_field) is None:
+        raise ReplayError(f"line {number}: no {key_field!r} field for the key")
+    key = document[key_field]
+    return (key if isinstance(key, str) else json.dumps(key)).encode(), line
 
 
 class TokenBucket:
@@ -224,6 +251,64 @@ class TokenBucket:
             time.sleep((tokens - self.tokens) / self.rate)
 
 
+class _Sender:
+    """One producer with paced sends, delivery accounting and a checked final flush (both sources)."""
+
+    def __init__(self, brokers: str, topic: str, client_config: ClientConfig | None, rate: float | None,
+                 headers: Sequence[Header], partition: int | None) -> None:
+        base = dict(client_config or {})
+        base["bootstrap.servers"] = brokers
+        self.producer = Producer(producer_config(base))
+        self.topic = topic
+        self.bucket = TokenBucket(rate) if rate else None
+        # The client's type for headers: a list of (name, str | bytes | None).
+        self.headers: list[tuple[str, str | bytes | None]] | None = list(headers) or None
+        # confluent-kafka takes -1 for "let the partitioner choose".
+        self.partition = -1 if partition is None else partition
+        self.sent = 0
+        self.delivered = 0
+        self.errors: list[str] = []
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+        else:
+            self.delivered += 1
+
+    def send(self, key: bytes | None, value: bytes) -> None:
+        """Queue one message (blocking while the rate cap or the local queue says wait)."""
+        if self.bucket is not None:
+            self.bucket.acquire()
+        while True:
+            try:
+                self.producer.produce(self.topic, value=value, key=key, partition=self.partition,
+                                      headers=self.headers, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+        self.sent += 1
+
+    def finish(self, flush_timeout: float) -> int:
+        """Flush; return the number delivered or raise ``ReplayError`` if any message was not."""
+        remaining = self.producer.flush(flush_timeout)
+        if remaining:
+            raise ReplayError(
+                f"{remaining} of {self.sent} messages to {self.topic!r} not delivered within {flush_timeout} s"
+            )
+        if self.errors:
+            raise ReplayError(
+                f"{len(self.errors)} of {self.sent} messages to {self.topic!r} failed; first error: {self.errors[0]}"
+            )
+        return self.delivered
+
+    def close(self) -> None:
+        """Drop what is still queued and destroy the producer (after an error: no background retries)."""
+        self.producer.purge()
+        self.producer.flush(0)
+        del self.producer  # the last reference: librdkafka stops reconnecting now, not at exit
+
+
 def replay(
     file: Path,
     brokers: str,
@@ -232,18 +317,20 @@ def replay(
     rate: float | None = None,
     columns: ColumnMapping | str = ELO7_DEFAULTS,
     key_field: str = "product_id",
-    client_config: Mapping[str, Any] | None = None,
+    client_config: ClientConfig | None = None,
     progress: bool = True,
     join_by_position: Path | None = None,
     flush_timeout: float = 30.0,
+    headers: Sequence[Header] = (),
+    partition: int | None = None,
 ) -> int:
-    """Produce up to ``limit`` rows of ``file`` to ``topic``; return the number delivered.
+    """Produce up to ``limit`` rows of ``file`` to ``topic`` as product events; return the number delivered.
 
     ``rate`` caps messages per second (token bucket); ``None`` = as fast as possible.
     ``key_field`` names the canonical event field used as the message key.
     ``client_config`` is the connection dict of ``stream_app.kafka.config.client_config``; its
-    ``bootstrap.servers`` is replaced by ``brokers``. The producer is flushed at the end and every
-    delivery report checked: any failed or undelivered message raises ``ReplayError``.
+    ``bootstrap.servers`` is replaced by ``brokers``. ``progress`` draws a rich bar on stderr.
+    Raises ``ValueError`` for a bad argument, ``ReplayError`` for a bad file, row or delivery.
     """
     file = Path(file)
     mapping = ColumnMapping.parse(columns) if isinstance(columns, str) else columns
@@ -251,54 +338,66 @@ def replay(
         raise ValueError(f"key_field must be one of {CANONICAL_FIELDS}, got {key_field!r}")
     frame = read_catalog(file, limit, Path(join_by_position) if join_by_position else None)
     check_columns(frame, mapping, file)  # before any producer exists
-    events = iter_events(frame, mapping, file)
-
-    base = dict(client_config or {})
-    base["bootstrap.servers"] = brokers
-    producer = Producer(producer_config(base))
-    bucket = TokenBucket(rate) if rate else None
-    errors: list[str] = []
-    delivered = 0
-
-    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-        nonlocal delivered
-        if err is not None:
-            errors.append(str(err))
-        else:
-            delivered += 1
-
-    total = len(frame)
-    with _progress(progress, total, f"{file.name} -> {topic}") as advance:
-        for key_value, event in events:
-            if bucket is not None:
-                bucket.acquire()
-            key = str(event.get(key_field, key_value))
-            value = json.dumps(event, ensure_ascii=False).encode()
-            while True:
-                try:
-                    producer.produce(topic, value=value, key=key.encode(), on_delivery=on_delivery)
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    producer.poll(0.1)
-            producer.poll(0)
-            advance()
-        remaining = producer.flush(flush_timeout)
-    if remaining:
-        raise ReplayError(f"{remaining} of {total} messages to {topic!r} not delivered within {flush_timeout} s")
-    if errors:
-        raise ReplayError(f"{len(errors)} of {total} messages to {topic!r} failed; first error: {errors[0]}")
-    return delivered
+    sender = _Sender(brokers, topic, client_config, rate, headers, partition)
+    try:
+        with _Progress(progress, len(frame), f"{file.name} -> {topic}") as advance:
+            for product_id, event in iter_events(frame, mapping, file):
+                key = event.get(key_field, product_id)
+                sender.send(key.encode(), json.dumps(event, ensure_ascii=False).encode())
+                advance()
+            return sender.finish(flush_timeout)
+    finally:
+        sender.close()
 
 
-class _progress:
-    """Rich progress bar on stderr, or a no-op."""
+def produce_lines(
+    lines: Iterable[bytes],
+    brokers: str,
+    topic: str,
+    *,
+    key_delimiter: str | None = None,
+    key_field: str | None = None,
+    headers: Sequence[Header] = (),
+    partition: int | None = None,
+    limit: int | None = None,
+    rate: float | None = None,
+    client_config: ClientConfig | None = None,
+    flush_timeout: float = 30.0,
+) -> int:
+    """Produce one message per non-empty line of ``lines`` (e.g. ``sys.stdin.buffer``); return the number delivered.
+
+    Lines are consumed lazily, so an endless pipe streams. Keys as in the module docstring
+    (``key_delimiter`` and ``key_field`` exclude each other: ``ValueError``). ``ReplayError`` names a
+    line without its key field, or reports failed deliveries.
+    """
+    if key_delimiter is not None and key_field is not None:
+        raise ValueError("choose one of key_delimiter and key_field")
+    if key_delimiter == "":
+        raise ValueError("key_delimiter must not be empty")
+    delimiter = key_delimiter.encode() if key_delimiter is not None else None
+    sender = _Sender(brokers, topic, client_config, rate, headers, partition)
+    try:
+        for number, raw in enumerate(lines, start=1):
+            line = raw.removesuffix(b"\n").removesuffix(b"\r")
+            if not line:
+                continue
+            sender.send(*split_line(line, number, delimiter, key_field))
+            if limit is not None and sender.sent >= limit:
+                break  # before reading on: an interactive stdin would otherwise wait for one more line
+        return sender.finish(flush_timeout)
+    finally:
+        sender.close()
+
+
+class _Progress:
+    """Rich progress bar on stderr, or a no-op; entering gives the ``advance()`` callable."""
 
     def __init__(self, enabled: bool, total: int, description: str) -> None:
         self.enabled = enabled and total > 0
         self.total = total
         self.description = description
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Callable[[], None]:
         if not self.enabled:
             return lambda: None
         from rich.console import Console
@@ -315,40 +414,7 @@ class _progress:
         task = self.bar.add_task(self.description, total=self.total)
         return lambda: self.bar.advance(task)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         if self.enabled:
-            self.bar.__exit__(*exc)
-
-
-def main(
-    file: Path = typer.Argument(..., help="Catalog: .parquet, .csv or .jsonl"),
-    brokers: str | None = typer.Option(None, "--brokers", help="Bootstrap servers (default STREAM_BROKERS)."),
-    topic: str = typer.Option("products", "--topic"),
-    limit: int | None = typer.Option(None, "--limit", help="Replay at most N rows."),
-    rate: float | None = typer.Option(None, "--rate", help="Messages per second (default: unthrottled)."),
-    columns: str = typer.Option("", "--columns", help="FIELD=COLUMN,... over the Elo7 defaults."),
-    join_by_position: Path | None = typer.Option(None, "--join-by-position", help="Row-aligned second file."),
-    no_progress: bool = typer.Option(False, "--no-progress"),
-) -> None:
-    """Replay a catalog as JSON product events keyed by product_id."""
-    connection = ConnectionSettings.from_env()
-    try:
-        count = replay(
-            file,
-            brokers or connection.brokers,
-            topic,
-            limit=limit,
-            rate=rate,
-            columns=ColumnMapping.parse(columns),
-            client_config=client_config(settings=connection),
-            progress=not no_progress,
-            join_by_position=join_by_position,
-        )
-    except (ReplayError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f"{count} messages delivered to {topic}", err=True)
-
-
-if __name__ == "__main__":
-    sys.exit(typer.run(main))
+            self.bar.__exit__(kind, exc, traceback)

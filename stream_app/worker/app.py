@@ -23,15 +23,18 @@ import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from aiokafka.errors import MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
-from faust.types import EventT, StreamT
+from faust.transport.consumer import Consumer as FaustConsumer
+from faust.types import EventT, ProducerT, StreamT
+from faust.web import Request, Response, View
 
 from stream_app import metrics
 from stream_app.core.store import BundleStore
+from stream_app.kafka.config import DEFAULT_SESSION_TIMEOUT_MS
 from stream_app.settings import Settings
 from stream_app.worker import health
 from stream_app.worker.accumulate import Batcher
@@ -48,7 +51,7 @@ from stream_app.worker.transport import FetchLimits, WorkerApp
 log = logging.getLogger(__name__)
 
 # Tansu holds a group join for about half the session timeout: keep it short (docs/architecture.md).
-SESSION_TIMEOUT_S = 6.0
+SESSION_TIMEOUT_S = DEFAULT_SESSION_TIMEOUT_MS / 1000
 HEARTBEAT_INTERVAL_S = 1.5
 LAG_INTERVAL_S = 5.0
 
@@ -85,7 +88,7 @@ class FaustPublisher:
     def __init__(self, topics: dict[str, faust.TopicT], app: faust.App | None = None) -> None:
         self._topics = topics
         self._app = app
-        self._producer: Any = None
+        self._producer: ProducerT | None = None
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
         try:
@@ -128,10 +131,8 @@ class Runtime:
     def waiting(self) -> int:
         """Messages known to wait: held by us, or taken by Faust and not yet acked."""
         count = self.progress.pending_records + self.batcher.pending
-        consumer = getattr(self.app, "_consumer", None)  # not created before the worker starts
-        if consumer is not None:
-            count += len(getattr(consumer, "_unacked_messages", ()))
-        return count
+        # Faust creates its consumer when the worker boots, before the web server that asks this.
+        return count + len(self.app.consumer.unacked)
 
     def assigned_input_partitions(self) -> int:
         try:
@@ -141,7 +142,7 @@ class Runtime:
         return sum(1 for tp in assignment if tp.topic == self.settings.input_topic)
 
 
-def _record(app: faust.App, event: EventT) -> Record:
+def _record(app: faust.App, event: EventT[bytes]) -> Record:
     message = event.message
     # One extra reference: Faust's own ack (when the agent moves on) must not be the final one.
     message.incref()
@@ -194,8 +195,8 @@ def build_app(settings: Settings, model: ServingModel, executor: ThreadPoolExecu
         autodiscover=False,
     )
 
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    input_topic = app.topic(settings.input_topic, partitions=settings.partitions, **raw)
+    input_topic = app.topic(settings.input_topic, partitions=settings.partitions, key_type=bytes, value_type=bytes,
+                            key_serializer="raw", value_serializer="raw")
     outputs = {
         name: app.topic(name, key_serializer="raw", value_serializer="raw")
         for name in (settings.output_topic, settings.drift_topic, settings.dlq_topic, settings.shadow_topic)
@@ -239,19 +240,22 @@ def build_app(settings: Settings, model: ServingModel, executor: ThreadPoolExecu
     if settings.bundle_store is not None:
         runtime.swapper = ModelSwapper(BundleStore(settings.bundle_store), settings, executor, processor, make_shadow)
 
-        @app.timer(settings.bundle_poll_seconds, name="bundle_store")
         async def follow_the_store() -> None:
             assert runtime.swapper is not None
             try:
                 await runtime.swapper.poll()
-            except Exception:  # noqa: BLE001 - a store hiccup must not stop serving
+            except Exception:  # a store hiccup must not stop serving
                 log.exception("reading the bundle store failed; the current model keeps serving")
 
-        @app.task
         async def first_poll() -> None:  # a shadow named at start-up, without waiting a poll interval
             assert runtime.swapper is not None
             runtime.swapper.state.stamp = None
             await runtime.swapper.poll()
+
+        # Timers and tasks are registered by call rather than as decorators: Faust types `App.timer` and
+        # `App.task` as returning a bare Callable, which would leave the decorated functions untyped.
+        app.timer(settings.bundle_poll_seconds, name="bundle_store")(follow_the_store)
+        app.task(first_poll)
 
     @app.agent(input_topic, name="categorize")
     async def categorize(stream: StreamT[bytes]) -> None:
@@ -272,17 +276,22 @@ def build_app(settings: Settings, model: ServingModel, executor: ThreadPoolExecu
 
     lag_partitions: set[str] = set()
 
-    @app.timer(LAG_INTERVAL_S)
     async def consumer_lag() -> None:
         """Best effort: high watermark - next offset to read. Tansu's high watermarks are wrong."""
         try:
             consumer = app.consumer
+            if not isinstance(consumer, FaustConsumer):
+                return
             held: set[str] = set()
             for tp in consumer.assignment():
                 if tp.topic != settings.input_topic:
                     continue
-                high = consumer.highwater(tp)
-                read = consumer._read_offset.get(tp)  # noqa: SLF001 - last offset handed to streams
+                # Typed int by Faust; aiokafka returns None until the partition's first fetch.
+                high = cast("int | None", consumer.highwater(tp))
+                # The last offset handed to the streams, which Faust also resets on a seek and drops on a
+                # revocation. No public API gives it: `Consumer.position` is the fetch position (ahead by
+                # the prefetched buffer) and a sensor's `on_message_in` sees no seek or rebalance.
+                read = consumer._read_offset.get(tp)  # noqa: SLF001 - see above: no public equivalent
                 if high is None:
                     continue
                 position = (read + 1) if read is not None else 0
@@ -295,20 +304,22 @@ def build_app(settings: Settings, model: ServingModel, executor: ThreadPoolExecu
         except Exception as exc:  # noqa: BLE001 - never let a metric kill the worker
             log.debug("lag gauge not updated: %r", exc)
 
+    app.timer(LAG_INTERVAL_S)(consumer_lag)
+
     @app.page("/metrics")
-    async def metrics_view(web: Any, request: Any) -> Any:
+    async def metrics_view(web: View, request: Request) -> Response:
         body, content_type = metrics.render()
         return web.bytes(body, headers={"Content-Type": content_type})
 
     @app.page("/livez")
-    async def livez(web: Any, request: Any) -> Any:
+    async def livez(web: View, request: Request) -> Response:
         verdict = health.liveness(
             time.monotonic(), progress.last_progress, runtime.waiting(), settings.liveness_stall_seconds
         )
         return web.json({"status": "ok" if verdict.ok else "stalled", "detail": verdict.detail}, status=verdict.status)
 
     @app.page("/readyz")
-    async def readyz(web: Any, request: Any) -> Any:
+    async def readyz(web: View, request: Request) -> Response:
         verdict = health.readiness(runtime.bundle_loaded, runtime.assigned_input_partitions(), app.rebalancing,
                                    runtime.broken)
         shadow = processor.shadow
@@ -321,8 +332,10 @@ def build_app(settings: Settings, model: ServingModel, executor: ThreadPoolExecu
         }
         return web.json(body, status=verdict.status)
 
-    @app.on_before_shutdown.connect
-    async def _drain(app: faust.App, **_: Any) -> None:
+    # mode types receivers as `SignalHandlerT`, which mypy finds no function compatible with (not even one
+    # with its exact signature, `(sender, *args, signal: BaseSignalT, **kwargs)`): hence the ignore.
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _drain(app: faust.App, *_args: Any, **_kwargs: Any) -> None:
         # wait_empty already waited for acked messages; this catches batches that were still sending.
         await processor.drain()
         if processor.shadow is not None:

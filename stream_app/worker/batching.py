@@ -144,7 +144,7 @@ class BatchProcessor:
         except asyncio.CancelledError:
             turn.fail()
             raise
-        except Exception as exc:  # noqa: BLE001 - anything here means outputs are not safe
+        except Exception as exc:  # anything here means outputs are not safe
             turn.fail()
             log.exception("batch of %d records failed; not acking, stopping the worker", len(records))
             await self._on_fatal(exc)

@@ -147,7 +147,8 @@ def classify(value: bytes | None, max_bytes: int) -> Valid | Rejected:
         except Exception as exc:  # noqa: BLE001 - JSONDecodeError, RecursionError (nesting), MemoryError...
             return Rejected(DeadLetterReason.INVALID_JSON, type(exc).__name__, _describe(exc)[:500])
     if not isinstance(obj, dict):
-        return Rejected(DeadLetterReason.NOT_AN_OBJECT, "TypeError", f"expected a JSON object, got {type(obj).__name__}")
+        return Rejected(DeadLetterReason.NOT_AN_OBJECT, "TypeError",
+                        f"expected a JSON object, got {type(obj).__name__}")
     try:
         return Valid(ProductEvent.model_validate(obj))
     except ValidationError as exc:

@@ -3,7 +3,9 @@
 Contract of `DriftTracker.observe(partition, offset, processed_at, prediction, event)`: call it once
 per consumed input message, in consumption order (``prediction``/``event`` None for a dead letter).
 It feeds the `DriftMonitor` (windows aligned to offsets, per input partition: window k covers
-offsets ``[k*W, (k+1)*W)``, W = ``STREAM_DRIFT_WINDOW``; see `stream_app.core.drift.monitor`) and
+offsets ``[k*W, (k+1)*W)``, W = ``STREAM_DRIFT_WINDOW``; see `stream_app.core.drift.monitor`), whose
+detectors decide and whose `RecordBuilder` (``stream_app.core.drift.records``) writes the records of
+their decisions in this worker's `AlertContext` (model version, group, input topic, worker id), and
 returns the `AlertRecord`s to publish on the ``drift`` topic, in order: firing alerts (as soon as a
 window's drift is decided, at most one per window and type) and ``resolved`` records (the first
 clean window of a (partition, type) after an alert). Each record's ``alert_id`` is a hash of the
@@ -97,6 +99,8 @@ class DriftTracker:
             records = self._monitor.dead_letter(partition, offset, processed_at)
         else:
             drift = prediction.drift
+            # Validation turns epoch milliseconds into an aware datetime: the int is the input type only.
+            event_time = event.event_time if isinstance(event.event_time, datetime) else None
             observation = Observation(
                 product_id=str(event.product_id),
                 distance=float(drift.distance),
@@ -105,7 +109,7 @@ class DriftTracker:
                 top_index=int(prediction.top_index),
                 partition=partition,
                 offset=offset,
-                event_time=event.event_time,
+                event_time=event_time,
                 processed_at=processed_at,
             )
             self._count_prediction(observation.outlier)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
@@ -65,7 +66,8 @@ class OutputBuilder:
         if len(value) > self.max_output_bytes:
             raise ValueError(f"categories record is {len(value)} bytes, over STREAM_MAX_OUTPUT_BYTES")
         metrics.DRIFT_DISTANCE.observe(float(drift.distance))
-        origin = event.event_time.timestamp() if event.event_time is not None else record.timestamp
+        # event_time is a datetime after validation (epoch milliseconds are converted; messages.py)
+        origin = event.event_time.timestamp() if isinstance(event.event_time, datetime) else record.timestamp
         return Output(self.topics.output, event.key, value, "categories", origin)
 
     def dead_letter(self, record: Record, rejected: Rejected, max_bytes: int | None = None) -> Output:
@@ -93,7 +95,8 @@ def _validated_json(record: Record, event: ProductEvent, prediction: Prediction,
     drift = prediction.drift
     message = CategorizedProduct(
         product_id=event.product_id,
-        categories=[CategoryOut(name=c.name, score=float(c.score)) for c in prediction.categories],
+        categories=[CategoryOut(name=c.name, score=float(c.score), above_threshold=bool(c.above_threshold))
+                    for c in prediction.categories],
         top_category=prediction.top_category,
         model_version=model_version,
         drift=DriftOut(distance=float(drift.distance), nearest_centroid=int(drift.nearest_centroid),
@@ -112,8 +115,10 @@ def _categorized_json(record: Record, event: ProductEvent, prediction: Predictio
     The checks are the model's constraints (messages.py); keys in the model's field order, compact
     separators, floats in shortest round-trip form and UTC datetimes with a ``Z``, as pydantic writes them.
     """
+    categories: list[dict[str, Any]]  # JSON objects for orjson: str, float and bool values
     try:
-        categories = [{"name": c.name, "score": float(c.score)} for c in prediction.categories]
+        categories = [{"name": c.name, "score": float(c.score), "above_threshold": bool(c.above_threshold)}
+                      for c in prediction.categories]
         drift = prediction.drift
         distance, nearest = float(drift.distance), int(drift.nearest_centroid)
         product_id, event_time = event.product_id, event.event_time

@@ -2,8 +2,9 @@
 
 Contract: `run_worker(settings)` loads the bundle to serve (STREAM_BUNDLE_PATH, or the serving
 version of STREAM_BUNDLE_STORE), verifies it (checksums, a canary text through the model), creates
-its topics explicitly (Tansu would auto-create them with 4 partitions) and runs the Faust worker until SIGTERM/SIGINT, which drain in-flight batches and commit. A failure
-before Faust starts raises `StartupError` with a message naming the setting or file.
+its topics explicitly (Tansu would auto-create them with 4 partitions) and runs the Faust worker until
+SIGTERM/SIGINT, which drain in-flight batches and commit. A failure before Faust starts raises
+`StartupError` with a message naming the setting or file.
 """
 
 from __future__ import annotations

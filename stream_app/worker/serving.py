@@ -32,10 +32,16 @@ class ModelLoadError(RuntimeError):
 
 
 class Alert(Protocol):
-    key: bytes
-    value: bytes
-    type: str
-    recommendation: str
+    """A record for the drift topic (`AlertRecord`). Read-only members: a frozen dataclass satisfies them."""
+
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def recommendation(self) -> str: ...
 
 
 class DriftSink(Protocol):

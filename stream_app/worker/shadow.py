@@ -122,16 +122,20 @@ class ShadowScorer:
 
     async def _score(self, chosen: list[tuple[str, Prediction]], serving_version: str) -> None:
         texts = [text for text, _ in chosen]
-        started = time.perf_counter()
+        pipeline = self.model.pipeline
+        assert pipeline is not None
+
+        def timed_predict() -> tuple[list[Prediction], float]:
+            # Timed on the inference thread: the cost is the model's, not the wait behind serving batches.
+            started = time.perf_counter()
+            return pipeline.predict(texts), time.perf_counter() - started
+
         try:
-            pipeline = self.model.pipeline
-            assert pipeline is not None
-            predictions = await asyncio.get_running_loop().run_in_executor(self._executor, pipeline.predict, texts)
+            predictions, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, timed_predict)
         except Exception as exc:  # noqa: BLE001 - the shadow never hurts serving
             metrics.SHADOW_FAILURES.inc()
             log.warning("shadow %s failed on %d texts: %r", self.version, len(texts), exc)
             return
-        seconds = time.perf_counter() - started
         metrics.SHADOW_MESSAGES.inc(len(texts))
         metrics.SHADOW_SECONDS.inc(seconds)
         self._window.seconds += seconds

@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import aiokafka
 import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
+from faust.types import TransportT
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,16 +24,19 @@ class FetchLimits:
 
 
 class _ConsumerThread(AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
+    def _create_worker_consumer(self, transport: Transport) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
-        limits: FetchLimits = self.app.fetch_limits
+        app = self.app
+        if not isinstance(app, WorkerApp):
+            raise TypeError(f"{type(self).__name__} needs a WorkerApp (it reads fetch_limits), got {type(app)}")
+        limits = app.fetch_limits
         # aiokafka reads these two attributes when it starts its fetcher; no public setter exists and
         # Faust passes no way to set them. Fail loudly if an upgrade renames them.
         for name in ("_fetch_max_wait_ms", "_fetch_max_bytes"):
             if not hasattr(consumer, name):
                 raise RuntimeError(f"aiokafka consumer has no {name}: check stream_app/worker/transport.py")
-        consumer._fetch_max_wait_ms = limits.max_wait_ms
-        consumer._fetch_max_bytes = limits.max_bytes
+        consumer._fetch_max_wait_ms = limits.max_wait_ms  # noqa: SLF001 - aiokafka has no setter (above)
+        consumer._fetch_max_bytes = limits.max_bytes  # noqa: SLF001 - aiokafka has no setter (above)
         return consumer
 
 
@@ -51,5 +56,5 @@ class WorkerApp(faust.App):
         self.fetch_limits = fetch_limits
         super().__init__(*args, **kwargs)
 
-    def _new_transport(self) -> Any:
+    def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)

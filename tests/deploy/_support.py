@@ -33,8 +33,8 @@ HISTOGRAMS = {
     "stream_end_to_end_latency_seconds",
     "stream_drift_distance",
 }
-GAUGES = {"stream_outlier_ratio", "stream_batches_in_flight", "stream_dlq_ratio", "stream_consumer_lag", "stream_model_info",
-          "stream_shadow_agreement"}
+GAUGES = {"stream_outlier_ratio", "stream_batches_in_flight", "stream_dlq_ratio", "stream_consumer_lag",
+          "stream_model_info", "stream_shadow_agreement"}
 KNOWN_SERIES = (
     COUNTERS
     | GAUGES

@@ -259,7 +259,8 @@ def test_the_pointer_is_snapshotted_before_the_versions_sync(rig: Rig) -> None:
     rig.point_to("v2")
     rig.s3 = live
     hook = rig.root / "hook.py"
-    hook.write_text(f"import shutil\nif call == 1:\n    shutil.copytree({str(pending)!r}, {str(live)!r}, dirs_exist_ok=True)\n")
+    hook.write_text("import shutil\nif call == 1:\n"
+                    f"    shutil.copytree({str(pending)!r}, {str(live)!r}, dirs_exist_ok=True)\n")
     result = rig.run("once", FAKE_AWS_HOOK=str(hook), FAKE_AWS_LOG=str(rig.root / "race.log"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((live / "serving.json").read_text())["version"] == "v2", "v2 was promoted in S3 mid-pass"

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 
 from tests.deploy._support import COMPOSE_FILE, REPO, SCHEMAS, compose, interpolate, load_json, load_yaml
 
@@ -211,5 +210,5 @@ def test_prometheus_and_grafana_get_their_config_read_only() -> None:
     assert grafana["/etc/grafana/provisioning"]["source"] == "./deploy/grafana/provisioning"
     assert all(m["read_only"] for m in grafana.values())
     for name in ("prometheus", "grafana"):
-        image, _, tag = service(name)["image"].partition(":")
+        _, _, tag = service(name)["image"].partition(":")
         assert tag and tag != "latest", f"{name}: pin the image tag"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import helm_python as helm
@@ -63,7 +63,7 @@ def chart() -> helm.Chart:
     return helm.Chart.load(CHART_DIR)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _render(name: str) -> tuple[tuple[str, str], ...]:
     manifests = chart().render(copy.deepcopy(VALUE_SETS[name]), name=RELEASE, namespace=NAMESPACE)
     return tuple(sorted(manifests.items()))
@@ -124,7 +124,8 @@ def test_rendered_manifests_validate_against_kubernetes(name: str) -> None:
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {KUBE_VERSION}: {exc.message}")
+            pytest.fail(f"{name}: {doc['kind']}/{doc['metadata']['name']} invalid for Kubernetes {KUBE_VERSION}: "
+                        f"{exc.message}")
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
@@ -297,7 +298,8 @@ def test_topology_spread_across_zones(name: str) -> None:
 
 def test_config_change_rolls_the_pods() -> None:
     def checksum(values: dict[str, Any]) -> str:
-        text = chart().render(values, name=RELEASE, namespace=NAMESPACE)["product-categorizer/templates/deployment.yaml"]
+        rendered = chart().render(values, name=RELEASE, namespace=NAMESPACE)
+        text = rendered["product-categorizer/templates/deployment.yaml"]
         return re.search(r"checksum/config: (\w+)", text).group(1)
 
     assert checksum({}) != checksum({"worker": {"batchSize": 64}})
@@ -505,7 +507,8 @@ def test_bundle_store_needs_https_egress_with_a_network_policy() -> None:
     egress = one("bundle-store", "NetworkPolicy")["spec"]["egress"]
     https = [rule for rule in egress if {"port": 443, "protocol": "TCP"} in rule["ports"]]
     assert https and https[0]["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
-    assert not any({"port": 443, "protocol": "TCP"} in rule["ports"] for rule in one("networkpolicy", "NetworkPolicy")["spec"]["egress"])
+    worker_egress = one("networkpolicy", "NetworkPolicy")["spec"]["egress"]
+    assert not any({"port": 443, "protocol": "TCP"} in rule["ports"] for rule in worker_egress)
 
 
 @pytest.mark.parametrize("name", ["bundle-store", "eks"])
@@ -589,7 +592,8 @@ def test_scale_down_is_slower_than_scale_up(name: str) -> None:
 def test_max_replicas_is_capped_by_partitions_in_the_template() -> None:
     for values in ({"kafka": {"partitions": 4}, "autoscaling": {"maxReplicas": 4}},
                    {"kafka": {"partitions": 12}, "autoscaling": {"maxReplicas": 9}}):
-        text = chart().render(values, name=RELEASE, namespace=NAMESPACE)["product-categorizer/templates/scaledobject.yaml"]
+        rendered = chart().render(values, name=RELEASE, namespace=NAMESPACE)
+        text = rendered["product-categorizer/templates/scaledobject.yaml"]
         assert yaml.safe_load(text)["spec"]["maxReplicaCount"] == values["autoscaling"]["maxReplicas"]
     template = next(t["data"] for t in chart().templates if t["name"].endswith("scaledobject.yaml"))
     assert "min (int .Values.autoscaling.maxReplicas) (int .Values.kafka.partitions)" in template
@@ -634,7 +638,8 @@ def test_network_policy_is_opt_in_and_narrow() -> None:
 
 def test_eks_example_uses_ecr_msk_scram_tls() -> None:
     values = VALUE_SETS["eks"]
-    assert re.fullmatch(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/product-categorizer", values["image"]["repository"])
+    assert re.fullmatch(r"\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/product-categorizer",
+                        values["image"]["repository"])
     brokers = values["kafka"]["brokers"].split(",")
     assert len(brokers) >= 2 and all(b.endswith(":9096") and ".kafka." in b for b in brokers)
     assert values["kafka"]["securityProtocol"] == "SASL_SSL"
@@ -647,7 +652,8 @@ def test_readme_documents_every_value() -> None:
     readme = (CHART_DIR / "README.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
     keys = set(flatten_keys(load_yaml(CHART_DIR / "values.yaml")))
-    assert not keys - documented, f"values not documented in helm/product-categorizer/README.md: {sorted(keys - documented)}"
+    assert not keys - documented, (f"values not documented in helm/product-categorizer/README.md: "
+                                   f"{sorted(keys - documented)}")
     assert not documented - keys, f"README documents values that do not exist: {sorted(documented - keys)}"
 
 

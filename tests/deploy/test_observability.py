@@ -117,7 +117,8 @@ def test_datasource_is_provisioned_with_the_uid_the_dashboard_uses() -> None:
 def test_dashboard_provider_points_at_the_mounted_dashboards() -> None:
     provider_file = load_yaml(GRAFANA / "provisioning" / "dashboards" / "product-categorizer.yml")
     (provider,) = provider_file["providers"]
-    grafana_mounts = {m["target"]: m["source"] for m in compose()["services"]["grafana"]["volumes"] if isinstance(m, dict)}
+    grafana_mounts = {m["target"]: m["source"] for m in compose()["services"]["grafana"]["volumes"]
+                      if isinstance(m, dict)}
     source = grafana_mounts[provider["options"]["path"]]
     assert (REPO / source / DASHBOARD.name).is_file()
 
@@ -190,4 +191,4 @@ def test_dashboard_names_match_the_worker_registry() -> None:
             exported.add(family.name)
     used = {name for p in panels() for e in exprs(p) for name in METRIC_RE.findall(e)}
     assert used <= exported, f"dashboard queries series the worker does not export: {sorted(used - exported)}"
-    assert KNOWN_SERIES == {n for n in exported if n.startswith("stream_")}, "update tests/deploy/_support.py"
+    assert {n for n in exported if n.startswith("stream_")} == KNOWN_SERIES, "update tests/deploy/_support.py"

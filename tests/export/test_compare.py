@@ -28,7 +28,8 @@ def test_json_has_the_documented_keys(self_comparison: dict) -> None:
     report = self_comparison
     assert {"a", "b", "macro_f1_difference", "verdict"} <= set(report)
     for side in ("a", "b"):
-        assert {"accuracy", "macro_f1", "bundle_version", "drift", "size_bytes", "texts_per_second"} <= set(report[side])
+        keys = {"accuracy", "macro_f1", "bundle_version", "drift", "size_bytes", "texts_per_second"}
+        assert keys <= set(report[side])
         assert 0 <= report[side]["accuracy"] <= 1 and 0 <= report[side]["macro_f1"] <= 1
         assert {"tau", "expected_outlier_rate", "outlier_rate", "stale"} <= set(report[side]["drift"])
         assert report[side]["texts_per_second"] > 0 and report[side]["size_bytes"] > 0

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 
 def new_rows(elo7_rows: int, fashion_rows: int, seed: int) -> pd.DataFrame:
     """Elo7 rows plus English fashion products labelled with a category the parent does not know."""
-    elo7 = pd.read_parquet(ELO7).sample(n=elo7_rows, random_state=seed)[["product_id", "title", "concatenated_tags", "category"]]
+    columns = ["product_id", "title", "concatenated_tags", "category"]
+    elo7 = pd.read_parquet(ELO7).sample(n=elo7_rows, random_state=seed)[columns]
     styles, text = pd.read_csv(FASHION_STYLES), pd.read_csv(FASHION_TEXT)
     fashion = pd.DataFrame({"product_id": "fashion-" + styles["id"].astype(str), "title": text["productDisplayName"],
                             "concatenated_tags": styles["articleType"].str.lower(), "category": "Moda"})

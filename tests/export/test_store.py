@@ -18,7 +18,8 @@ from tests.fixtures.bundle import ROOT
 
 def run_export(*args: str) -> subprocess.CompletedProcess:
     """The real command line, in a subprocess (exit code and all)."""
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
 
 
 def invoke(*args: str) -> subprocess.CompletedProcess:
@@ -92,9 +93,9 @@ def test_a_corrupt_bundle_is_refused_naming_the_file(tmp_path: Path, variants: l
     stamp = store.pointer_stamp()
     flip_byte(store.version_path(bad) / "model.int8.onnx")
 
-    with pytest.raises(StoreError, match="model.int8.onnx"):
+    with pytest.raises(StoreError, match=r"model\.int8\.onnx"):
         store.promote(bad)
-    with pytest.raises(StoreError, match="model.int8.onnx"):
+    with pytest.raises(StoreError, match=r"model\.int8\.onnx"):
         store.set_shadow(bad)
     assert store.serving_version() == good and store.pointer_stamp() == stamp  # pointer untouched
 
@@ -109,7 +110,7 @@ def test_a_corrupt_bundle_is_refused_naming_the_file(tmp_path: Path, variants: l
 
     # rollback verifies its target too
     flip_byte(store.version_path(good) / "tokenizer.json", 10)
-    with pytest.raises(StoreError, match="tokenizer.json"):
+    with pytest.raises(StoreError, match=r"tokenizer\.json"):
         store.rollback()
     assert store.serving_version() == bad
 
@@ -219,7 +220,7 @@ def test_resolve_bundle_path(tmp_path: Path, variants: list[Path]) -> None:
     assert resolve_bundle_path({"STREAM_BUNDLE_PATH": "/somewhere"}) == Path("/somewhere")
     assert resolve_bundle_path({}) == Path("models/default")
     root = tmp_path / "store"
-    with pytest.raises(StoreError, match="serving.json is missing"):
+    with pytest.raises(StoreError, match=r"serving\.json is missing"):
         resolve_bundle_path({"STREAM_BUNDLE_STORE": str(root), "STREAM_BUNDLE_PATH": "/ignored"})
     store = BundleStore(root)
     store.promote(store.add(variants[0]))

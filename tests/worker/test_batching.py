@@ -168,7 +168,7 @@ def test_the_reported_poison_messages_do_not_stop_the_batch() -> None:
         publisher = Publisher()
         processor, _ = make(publisher, fatal=fatal)
         records = [record(0, acked=acked)] + [record(i + 1, v, acked=acked) for i, v in enumerate(poison)]
-        await processor.submit(records + [record(4, acked=acked)])
+        await processor.submit([*records, record(4, acked=acked)])
         await processor.drain()
         return publisher, acked, fatal
 

@@ -227,11 +227,13 @@ NOW = datetime(2026, 11, 30, 10, 0, 0, 123_456, tzinfo=UTC)
 def reference_categorized(builder: OutputBuilder, record: Record, event: ProductEvent, prediction: Prediction,
                           model_version: str, processed_at: datetime) -> tuple[str, bytes | None, bytes, str,
                                                                                  float | None]:
-    """`OutputBuilder.categorized` before the fast path (verbatim, with ``processed_at`` given)."""
+    """`OutputBuilder.categorized` through the pydantic model, as before the fast path (with ``processed_at`` given
+    and ``above_threshold`` carried since)."""
     drift = prediction.drift
     message = CategorizedProduct(
         product_id=event.product_id,
-        categories=[CategoryOut(name=c.name, score=float(c.score)) for c in prediction.categories],
+        categories=[CategoryOut(name=c.name, score=float(c.score), above_threshold=c.above_threshold)
+                    for c in prediction.categories],
         top_category=prediction.top_category,
         model_version=model_version,
         drift=DriftOut(distance=float(drift.distance), nearest_centroid=int(drift.nearest_centroid),
@@ -318,7 +320,9 @@ def test_ordinary_predictions_take_the_fast_path(monkeypatch: pytest.MonkeyPatch
     record = Record(b"7", b"{}", "products", 2, 41, 1.7e9, lambda: None)
     out = OutputBuilder(Topics("categories", "drift", "dlq"), 1_048_576).categorized(record, event, prediction, "v1")
     doc = json.loads(out.value)
-    assert doc["event_time"] == "2024-05-01T10:00:00Z" and doc["categories"][0] == {"name": "Bebê", "score": 0.75}
+    assert doc["event_time"] == "2024-05-01T10:00:00Z"
+    assert doc["categories"] == [{"name": "Bebê", "score": 0.75, "above_threshold": True},
+                                 {"name": "Outros", "score": 0.1, "above_threshold": False}]
     assert CategorizedProduct.model_validate_json(out.value).source.offset == 41
 
 

@@ -1,4 +1,6 @@
-"""Records of the ``drift`` topic (pydantic v2). ``stream_app.messages`` re-exports them.
+"""Records of the ``drift`` topic (pydantic v2); ``stream_app.messages.drift_alert_adapter`` validates them.
+
+``records.RecordBuilder`` makes them from the detectors' decisions (the detectors never see them).
 
 Every record describes one window of one input partition: offsets ``[start_offset, end_offset)``
 of ``topic``/``partition``, aligned to the window size (window k covers ``[k*W, (k+1)*W)``), so the
@@ -26,10 +28,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stream_app.core.drift.detector import Status
+
 Recommendation = Literal["investigate", "retrain"]
 AlertType = Literal["embedding_drift", "category_mix"]  # the windowed tests (resolved records name one)
 SequentialType = Literal["embedding_drift_sequential"]
-Status = Literal["firing", "resolved"]
 
 ALERT_ID_CHARS = 32
 
@@ -67,25 +70,12 @@ def alert_id(
 
 @dataclass(frozen=True, slots=True)
 class AlertContext:
-    """What the detectors put into every record besides the window: who and what it is about."""
+    """What every record says besides its decision and window: who and what it is about."""
 
     model_version: str = ""
     group_id: str = ""
     topic: str = ""
     worker_id: str = ""
-
-    def resolved(
-        self, kind: AlertType, alert_id: str, partition: int, window: AlertWindow, ended: tuple[str, int], n: int,
-        statistic: float, p_value: float, thresholds: EmbeddingThresholds | CategoryThresholds, created_at: datetime,
-    ) -> DriftResolved:
-        """The ``resolved`` record of a clean window ending a streak ``ended`` = (last alert id, drifted windows)."""
-        resolves, drifted_windows = ended
-        return DriftResolved(
-            alert_id=alert_id, type=kind, resolves=resolves, drifted_windows=drifted_windows,
-            model_version=self.model_version, group_id=self.group_id, topic=self.topic, partition=partition,
-            window=window, worker_id=self.worker_id, n=n, statistic=statistic, p_value=p_value,
-            thresholds=thresholds, created_at=created_at,
-        )
 
 
 class _Frozen(BaseModel):
@@ -131,7 +121,8 @@ class CategoryThresholds(_Frozen):
 class SequentialThresholds(_Frozen):
     """The numbers the embedding_drift_sequential decision used (integer Bernoulli CUSUM, ``cusum``)."""
 
-    cut: float | None = Field(description="cosine distance beyond which a message is flagged (tau for the 0.99 channel)")
+    cut: float | None = Field(
+        description="cosine distance beyond which a message is flagged (tau for the 0.99 channel)")
     quantile: float = Field(gt=0, lt=1, description="calibration quantile of in-distribution distances the cut is at")
     expected_rate: float = Field(gt=0, lt=1, description="p0: flagged rate in distribution (1 - quantile)")
     alternative_rate: float = Field(gt=0, lt=1, description="p1: the flagged rate the CUSUM is tuned to detect")
@@ -219,22 +210,25 @@ class SequentialDriftAlert(_Record):
 
     type: Literal["embedding_drift_sequential"] = "embedding_drift_sequential"
     status: Literal["firing"] = "firing"
-    run_start_offset: int = Field(ge=0, description="first offset of the run (the statistic last left 0 there); part of alert_id")
+    run_start_offset: int = Field(
+        ge=0, description="first offset of the run (the statistic last left 0 there); part of alert_id")
     alarm_offset: int = Field(ge=0, description="offset of the message that crossed the threshold; part of alert_id")
     n: int = Field(ge=1, description="observations in the run")
     flagged: int = Field(ge=1, description="messages of the run beyond the cut")
     expected: float = Field(ge=0, description="n * p0")
-    statistic: float = Field(ge=0, description="log-likelihood ratio of p1 against p0 accumulated over the run (>= threshold)")
+    statistic: float = Field(
+        ge=0, description="log-likelihood ratio of p1 against p0 accumulated over the run (>= threshold)")
     thresholds: SequentialThresholds
     top_moved_centroids: list[MovedCentroid] = Field(description="centroids that gained most during the run")
     flagged_sample: list[str] = Field(description="product_ids of the first flagged messages of the run")
-    recommendation: Literal["investigate"] = Field("investigate", description="always investigate: the window tests decide retrain")
+    recommendation: Literal["investigate"] = Field(
+        "investigate", description="always investigate: the window tests decide retrain")
 
 
 class DriftResolved(_Record):
     """A (partition, type) that drifted had a clean window: ends the firing alert ``resolves``."""
 
-    type: AlertType  # type: ignore[assignment]  # the windowed tests only
+    type: AlertType  # the windowed tests only
     status: Literal["resolved"] = "resolved"
     resolves: str = Field(description="alert_id of the last firing alert of this partition and type")
     drifted_windows: int = Field(ge=1, description="consecutive drifting windows this clean window ends")

@@ -58,12 +58,13 @@ Defaults (exact chain):
 Replays and ids
 ---------------
 The statistics of a partition start from 0 at a window start (the monitor feeds a detector only
-from the first block start it sees, and resets it on a backward jump), so after a crash the
+from the first block start it sees, and rewinds it on a backward jump), so after a crash the
 replacement worker starts them at the first block boundary after the committed offset. Because the
 recursion is monotone in its starting value and forgets everything when it touches 0, the replayed
 statistic equals the original from the first offset at which the original was 0. An alarm's
-``alert_id`` hashes the partition and ``[run_start_offset, alarm_offset + 1)``, where the run start
-is the first offset after the statistic's last zero: a replay that (re)starts at or before the run
+decision names its run as the evidence, and the record's ``alert_id`` (``records``) hashes the
+partition and ``[run_start_offset, alarm_offset + 1)``, where the run start is the first offset
+after the statistic's last zero: a replay that (re)starts at or before the run
 start reproduces the alarm at the same offset with the same id. What does NOT hold: a replay that
 starts inside the run (the worker died while evidence was accumulating) has less evidence and
 alarms later with another run start (another id), or not at all; and the quiet rule depends on the
@@ -74,25 +75,20 @@ same episode, with its own id.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from math import log, sqrt
+from math import log
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.sparse import csr_matrix, identity
 from scipy.sparse.linalg import spsolve
 
-from stream_app.core.drift.alerts import (
-    AlertContext,
-    MovedCentroid,
-    SequentialDriftAlert,
-    SequentialThresholds,
-    alert_id,
-)
-from stream_app.core.drift.observation import Observation
-from stream_app.core.drift.window import OpenWindow, utc_now
+from stream_app.core.drift.detector import Decision, DetectorInput
+from stream_app.core.drift.observation import Rewind, WindowEnd
+
+if TYPE_CHECKING:
+    from stream_app.core.bundle import DriftCalibration
 
 DEFAULT_SHIFT = 3.0
 DEFAULT_TARGET_ARL = 2_000_000.0
@@ -102,7 +98,6 @@ NEAR_QUANTILE = 0.9
 NEAR_SHIFT = 1.5
 NEAR_GUARD = 1.1
 SEQUENTIAL = "embedding_drift_sequential"
-TOP_MOVED = 5
 
 
 def _unit_steps(p0: float, p1: float) -> tuple[float, float]:
@@ -253,7 +248,8 @@ def _outlier_positions(flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return positions, counts
 
 
-def _cusum_alarms(flags: np.ndarray, step: int, threshold: int, start: np.ndarray | None, first_only: bool):
+def _cusum_alarms(flags: np.ndarray, step: int, threshold: int, start: np.ndarray | None,
+                  first_only: bool) -> tuple[np.ndarray, int]:
     """Vectorized ``BernoulliCusum`` over the rows of ``flags`` ([R, L] bool), restarting after each alarm.
 
     The statistic only rises at an outlier and falls by one per inlier (floored at 0), so it is
@@ -283,7 +279,8 @@ def _cusum_alarms(flags: np.ndarray, step: int, threshold: int, start: np.ndarra
     return first, alarms
 
 
-def cusum_paths_first_alarm(flags: np.ndarray, step: int, threshold: int, start: np.ndarray | None = None) -> np.ndarray:
+def cusum_paths_first_alarm(flags: np.ndarray, step: int, threshold: int,
+                            start: np.ndarray | None = None) -> np.ndarray:
     """Vectorized ``BernoulliCusum``: index of the first alarm at or after ``start[i]`` of each row of
     ``flags`` ([R, L] bool), or -1. The statistic runs from index 0 (restarting after each alarm), so
     an alarm before ``start`` (a false alarm before the onset) restarts it like in the worker."""
@@ -310,36 +307,26 @@ class CusumChannel:
             raise ValueError(f"channel at quantile {self.quantile} needs p0 = {1 - self.quantile:g}, "
                              f"its design has p0 = {self.design.p0:g}")
 
-    def thresholds(self, tau: float | None) -> SequentialThresholds:
-        d = self.design
-        return SequentialThresholds(
-            cut=tau if self.cut is None else float(self.cut),
-            quantile=self.quantile,
-            expected_rate=d.p0,
-            alternative_rate=d.p1,
-            threshold=d.h,
-            calibrated_rate=min(d.guard * d.p0, 0.999),
-            in_control_arl=d.arl_at_guard,
-        )
 
-
-def default_channels(calibration: object) -> list[CusumChannel]:
-    """The worker's channels for a bundle's ``DriftCalibration`` (duck-typed): the tau channel
-    (``design_cusum(1 - quantile)``) and, when the calibration has the reference quantile
-    ``NEAR_QUANTILE`` below its own, the near channel at that distance (``NEAR_SHIFT``, ``NEAR_GUARD``)."""
-    quantile = float(calibration.quantile)  # type: ignore[attr-defined]
+def default_channels(calibration: DriftCalibration) -> list[CusumChannel]:
+    """The worker's channels for a bundle's calibration: the tau channel (``design_cusum(1 - quantile)``)
+    and, when the calibration has the reference quantile ``NEAR_QUANTILE`` below its own, the near
+    channel at that distance (``NEAR_SHIFT``, ``NEAR_GUARD``)."""
+    quantile = float(calibration.quantile)
     channels = [CusumChannel(design_cusum(1.0 - quantile), quantile)]
-    near = (getattr(calibration, "distance_quantiles", None) or {}).get(f"{NEAR_QUANTILE:g}")
-    if near is not None and NEAR_QUANTILE < quantile:
+    # Hand-made calibrations (tests, drift-eval) may come without reference quantiles: no near channel.
+    references: dict[str, float] = getattr(calibration, "distance_quantiles", None) or {}
+    near = references.get(f"{NEAR_QUANTILE:g}")
+    if near is not None and quantile > NEAR_QUANTILE:
         channels.append(CusumChannel(design_cusum(1.0 - NEAR_QUANTILE, shift=NEAR_SHIFT, guard=NEAR_GUARD),
                                      NEAR_QUANTILE, float(near)))
     return channels
 
 
 class _Run:
-    """One channel's statistic and what its current run has seen."""
+    """One channel's statistic and where its current run started."""
 
-    __slots__ = ("centroids", "channel", "cusum", "sample", "start")
+    __slots__ = ("channel", "cusum", "start")
 
     def __init__(self, channel: CusumChannel) -> None:
         self.channel = channel
@@ -349,127 +336,81 @@ class _Run:
     def clear(self) -> None:
         self.cusum.reset()
         self.start: int | None = None
-        self.centroids: Counter[int] = Counter()
-        self.sample: list[str] = []
+
+    @property
+    def evidence_start(self) -> int | None:
+        """Start of the run while the statistic is above 0 (a run that fell back to 0 is gone)."""
+        return self.start if self.cusum.statistic > 0 else None
 
 
 class SequentialOutlierDetector:
-    """The CUSUM channels of ONE partition behind the monitor's detector interface.
+    """The CUSUM channels of ONE partition (a ``Detector``).
 
-    ``update(obs, window)`` -> ``SequentialDriftAlert`` or None; ``close(window)`` -> None (the
-    statistics carry over from window to window); ``reset()`` restarts them at 0 (the monitor calls
-    it when a partition jumps back). Each channel (``CusumChannel``) runs its own statistic; at most
-    one alert per aligned window, whichever channel crosses first (a later crossing in the same
-    window restarts that statistic silently). While ``quiet()`` is true the statistics are held at
-    0: the monitor passes "the window test has decided the current window, or an embedding_drift
-    alert of this partition is firing", so the sequential test only speaks when it is ahead of the
-    window test, and starts afresh when the window test's episode is resolved. Alerts are
-    ``firing`` records; they are not resolved (the window test's ``resolved`` record ends an
-    embedding_drift episode; a pager expires the sequential ones).
+    ``update(observation)`` -> a firing decision or None: ``statistic`` = the log-likelihood ratio
+    accumulated over the run (``threshold`` = h), evidence = the run ``[run start, alarm offset + 1)``,
+    ``channel`` = the index of the channel that crossed. Each channel (``CusumChannel``) runs its own
+    statistic, carried over from window to window; at most one decision per aligned window
+    (``WindowEnd`` marks their ends), whichever channel crosses first (a later crossing in the same
+    window restarts that statistic silently). A ``Rewind`` restarts every statistic at 0. While
+    ``quiet()`` is true the statistics are held at 0: the monitor passes "the window test reports this
+    partition" (``OutlierRateDetector.reporting``), so the sequential test only speaks when it is ahead
+    of the window test, and starts afresh when the window test's episode is resolved. It never
+    resolves (the window test's resolution ends an embedding_drift episode; a pager expires the
+    sequential alerts).
     """
 
-    def __init__(
-        self,
-        channels: CusumChannel | Sequence[CusumChannel],
-        context: AlertContext = AlertContext(),
-        tau: float | None = None,
-        reference_centroid_share: Sequence[float] = (),
-        sample_size: int = 10,
-        quiet: Callable[[], bool] = lambda: False,
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        if sample_size < 0:
-            raise ValueError(f"sample_size must be >= 0, got {sample_size}")
+    name = SEQUENTIAL
+
+    def __init__(self, channels: CusumChannel | Sequence[CusumChannel],
+                 quiet: Callable[[], bool] = lambda: False) -> None:
         self.channels = [channels] if isinstance(channels, CusumChannel) else list(channels)
         if not self.channels:
             raise ValueError("a sequential detector needs at least one channel")
-        self.context = context
-        self.reference_centroid_share = [float(s) for s in reference_centroid_share]
-        self.sample_size = sample_size
-        self.thresholds = [c.thresholds(None if tau is None else float(tau)) for c in self.channels]
         self._runs = [_Run(c) for c in self.channels]
         self._quiet = quiet
-        self._clock = clock
         self.reset()
+
+    @property
+    def evidence_start(self) -> int | None:
+        starts = [start for run in self._runs if (start := run.evidence_start) is not None]
+        return min(starts) if starts else None
 
     def reset(self) -> None:
         """Restart every statistic at 0 and forget the runs."""
         for run in self._runs:
             run.clear()
-        self._alerted_window: int | None = None  # start offset of the window of the last alert
+        self._fired_in_window = False
 
-    def update(self, obs: Observation, window: OpenWindow) -> SequentialDriftAlert | None:
-        """One observation; an alert when a statistic crosses its threshold and nothing reported it yet."""
+    def update(self, observation: DetectorInput) -> Decision | None:
+        """One input; a firing decision when a statistic crosses its threshold first in the window."""
+        if isinstance(observation, WindowEnd):
+            self._fired_in_window = False
+            return None
+        if isinstance(observation, Rewind):
+            self.reset()
+            return None
         if self._quiet():  # the window test reports this partition: hold the statistics at 0
             for run in self._runs:
                 if run.cusum.statistic:
                     run.clear()
             return None
-        alert = None
+        decision = None
         for i, run in enumerate(self._runs):
             cut = run.channel.cut
-            flagged = obs.outlier if cut is None else obs.distance > cut
+            flagged = observation.outlier if cut is None else observation.distance > cut
             if run.cusum.statistic == 0:
                 if not flagged:
                     continue  # at 0 an inlier changes nothing
-                run.start = obs.offset  # a flagged message at 0 starts a run
-                run.centroids = Counter()
-                run.sample = []
-            run.centroids[obs.nearest_centroid] += 1
-            if flagged and len(run.sample) < self.sample_size:
-                run.sample.append(obs.product_id)
+                run.start = observation.offset  # a flagged message at 0 starts a run
             alarm = run.cusum.update(flagged)
             if alarm is None or run.start is None:
                 continue
-            start, centroids, sample = run.start, run.centroids, run.sample
-            run.start = None
-            if alert is not None or self._alerted_window == window.start_offset:
-                continue  # at most one alert per window: restart silently
-            alert = self._alert(i, alarm, start, centroids, sample, obs, window)
-        if alert is not None:
-            self._alerted_window = window.start_offset
-        return alert
-
-    def close(self, window: OpenWindow) -> None:
-        """End of an aligned window: nothing to decide (the statistics carry over)."""
-        return
-
-    def _alert(self, i: int, alarm: CusumAlarm, start: int, centroids: Counter[int], sample: list[str],
-               obs: Observation, window: OpenWindow) -> SequentialDriftAlert:
-        c, design = self.context, self.channels[i].design
-        return SequentialDriftAlert(
-            alert_id=alert_id("firing", SEQUENTIAL, c.model_version, c.group_id, c.topic, window.partition,
-                              start, obs.offset + 1),
-            model_version=c.model_version,
-            group_id=c.group_id,
-            topic=c.topic,
-            partition=window.partition,
-            window=window.snapshot(),
-            worker_id=c.worker_id,
-            run_start_offset=start,
-            alarm_offset=obs.offset,
-            n=alarm.run_length,
-            flagged=alarm.run_outliers,
-            expected=alarm.run_length * design.p0,
-            statistic=alarm.statistic * design.unit,
-            thresholds=self.thresholds[i],
-            top_moved_centroids=self._moved_centroids(centroids, alarm.run_length),
-            flagged_sample=sample,
-            recommendation="investigate",
-            created_at=self._clock(),
-        )
-
-    def _moved_centroids(self, counts: Counter[int], n: int) -> list[MovedCentroid]:
-        """Centroids of the run with the largest positive Pearson residual against the reference shares."""
-        ref = self.reference_centroid_share
-        scored = []
-        for centroid, count in counts.items():
-            share = ref[centroid] if 0 <= centroid < len(ref) else 0.0
-            expected = n * share
-            residual = (count - expected) / sqrt(max(expected, 0.5))
-            if residual > 0:
-                scored.append((residual, centroid, count, expected, share))
-        scored.sort(reverse=True)
-        return [MovedCentroid(centroid=centroid, count=count, expected_count=expected, share=count / n,
-                              reference_share=min(1.0, share))
-                for _, centroid, count, expected, share in scored[:TOP_MOVED]]
+            start, run.start = run.start, None
+            if decision is not None or self._fired_in_window:
+                continue  # at most one decision per window: restart silently
+            design = run.channel.design
+            decision = Decision(self.name, "firing", alarm.statistic * design.unit, design.h, start,
+                                observation.offset + 1, alarm.run_length, channel=i)
+        if decision is not None:
+            self._fired_in_window = True
+        return decision

@@ -1,4 +1,4 @@
-"""DriftMonitor: offset-aligned windows per input partition, each with its own two detectors.
+"""DriftMonitor: offset-aligned windows per input partition, each with its own detectors.
 
 Windows
 -------
@@ -23,53 +23,67 @@ A window is judged only by a monitor that saw its first offset:
 * A forward jump that stays inside the open window keeps it: the offsets it skipped (consumed by
   another worker while the partition was away) just bring no observation. A backward jump abandons
   the open window (its offsets would be counted twice); it is recomputed from its start if the
-  replay reaches it. It also resets every detector, open window or not.
+  replay reaches it. It also rewinds every detector (``Rewind``), open window or not.
 
 The sequential detector is fed the same observations (so it too starts at a block start and restarts
 on a backward jump) but carries its statistic across windows; it is quiet while the partition's
 window test has decided the current window or has an ``embedding_drift`` alert firing.
+
+Records
+-------
+The detectors only decide (``detector``); `PartitionWindows` keeps the partition's observations from
+the earliest offset a pending decision could name (``Detector.evidence_start``: the open window, a
+CUSUM run) and hands each decision, its window and those observations to ``records.RecordBuilder``.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
 from stream_app.core.drift.alerts import AlertContext, DriftRecord
 from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, CategoryMixDetector
 from stream_app.core.drift.cusum import CusumChannel, SequentialOutlierDetector, default_channels
-from stream_app.core.drift.observation import Observation
-from stream_app.core.drift.outlier_window import (
-    DEFAULT_ALPHA,
+from stream_app.core.drift.detector import Detector, DetectorInput
+from stream_app.core.drift.observation import REWIND, Observation, WindowEnd
+from stream_app.core.drift.outlier_window import DEFAULT_ALPHA, DEFAULT_WINDOW, OutlierRateDetector
+from stream_app.core.drift.records import (
     DEFAULT_RETRAIN_AFTER,
-    DEFAULT_WINDOW,
-    OutlierRateDetector,
+    DEFAULT_SAMPLE_SIZE,
+    RecordBuilder,
+    utc_now,
 )
-from stream_app.core.drift.window import OpenWindow, utc_now
+from stream_app.core.drift.window import OpenWindow
 
-
-class Detector(Protocol):
-    """What `PartitionWindows` needs of a detector (every detector class satisfies it)."""
-
-    def update(self, obs: Observation, window: OpenWindow) -> DriftRecord | None: ...
-
-    def close(self, window: OpenWindow) -> DriftRecord | None: ...
-
-    def reset(self) -> None: ...
+if TYPE_CHECKING:
+    from stream_app.core.bundle import DriftCalibration
 
 
 class PartitionWindows:
-    """The aligned windows of one partition and its detectors (see the module docstring)."""
+    """The aligned windows of one partition, its detectors and the records of their decisions.
 
-    def __init__(self, partition: int, window_size: int, detectors: Sequence[Detector]) -> None:
+    ``records`` builds the records (default: an anonymous ``RecordBuilder``, for tests of the
+    decisions). Windowed detectors must use the same ``window_size``.
+    """
+
+    def __init__(self, partition: int, window_size: int, detectors: Sequence[Detector],
+                 records: RecordBuilder | None = None) -> None:
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
         self.partition = partition
         self.window_size = window_size
         self.detectors = list(detectors)
+        self.records = RecordBuilder() if records is None else records
         self.window: OpenWindow | None = None
         self.expected: int | None = None  # next offset if the partition is read contiguously
+        self._evidence: deque[Observation] = deque()  # offsets ascending, from the earliest evidence_start
+
+    @property
+    def retained(self) -> int:
+        """Observations kept to explain the next decisions (from the earliest ``evidence_start``)."""
+        return len(self._evidence)
 
     def feed(self, offset: int, processed_at: datetime, obs: Observation | None) -> list[DriftRecord]:
         """One consumed message (``obs`` None for a dead letter); the records it completes."""
@@ -78,50 +92,72 @@ class PartitionWindows:
         out: list[DriftRecord] = []
         window = self.window
         if self.expected is not None and offset < self.expected:
-            self._abandon()  # a jump back; also restarts a detector that carries state across windows
+            self._rewind()  # a jump back; also restarts a detector that carries state across windows
         elif window is not None and offset >= window.end_offset:
             out += self._close(window)
         self.expected = offset + 1
+        if self.window is None and offset % self.window_size:
+            self._prune()
+            return out  # in the middle of a block: skip until the next block start
         if self.window is None:
-            if offset % self.window_size:
-                return out  # in the middle of a block: skip until the next block start
             self.window = OpenWindow(self.partition, offset, offset + self.window_size)
         window = self.window
         window.add(offset, processed_at, obs)
         if obs is not None:
-            for detector in self.detectors:
-                if (record := detector.update(obs, window)) is not None:
-                    out.append(record)
+            self._evidence.append(obs)
+            out += self._decide(obs, window)
         if offset >= window.end_offset - 1:
             out += self._close(window)
+        self._prune()
+        return out
+
+    def _decide(self, event: DetectorInput, window: OpenWindow) -> list[DriftRecord]:
+        out = []
+        for detector in self.detectors:
+            if (decision := detector.update(event)) is not None:
+                out.append(self.records.record(detector, decision, window, self._evidence))
         return out
 
     def _close(self, window: OpenWindow) -> list[DriftRecord]:
         self.window = None
-        return [r for d in self.detectors if (r := d.close(window)) is not None]
+        return self._decide(WindowEnd(window.start_offset, window.end_offset), window)
 
-    def _abandon(self) -> None:
+    def _rewind(self) -> None:
         self.window = None
+        self._evidence.clear()  # the replay brings these offsets again
         for detector in self.detectors:
-            detector.reset()
+            detector.update(REWIND)  # never a decision (the Detector contract)
+
+    def _prune(self) -> None:
+        """Drop the observations no pending decision can name any more."""
+        starts = [start for d in self.detectors if (start := d.evidence_start) is not None]
+        if not starts:
+            self._evidence.clear()
+            return
+        horizon = min(starts)
+        while self._evidence and self._evidence[0].offset < horizon:
+            self._evidence.popleft()
 
 
 class DriftMonitor:
     """Per-partition windows, created lazily with ``detectors(partition)``.
 
     ``update(obs)`` / ``dead_letter(partition, offset, processed_at)`` return the records to
-    publish: firing alerts (``EmbeddingDriftAlert``, ``CategoryMixAlert``) and ``DriftResolved``.
+    publish: firing alerts (``EmbeddingDriftAlert``, ``CategoryMixAlert``, ``SequentialDriftAlert``)
+    and ``DriftResolved``, built by ``records`` (default: an anonymous ``RecordBuilder``).
     """
 
-    def __init__(self, detectors: Callable[[int], Sequence[Detector]], window_size: int = DEFAULT_WINDOW) -> None:
+    def __init__(self, detectors: Callable[[int], Sequence[Detector]], window_size: int = DEFAULT_WINDOW,
+                 records: RecordBuilder | None = None) -> None:
         self._factory = detectors
         self.window_size = int(window_size)
+        self.records = RecordBuilder() if records is None else records
         self.partitions: dict[int, PartitionWindows] = {}
 
     def partition(self, partition: int) -> PartitionWindows:
         state = self.partitions.get(partition)
         if state is None:
-            state = PartitionWindows(partition, self.window_size, self._factory(partition))
+            state = PartitionWindows(partition, self.window_size, self._factory(partition), self.records)
             self.partitions[partition] = state
         return state
 
@@ -134,18 +170,18 @@ class DriftMonitor:
     @classmethod
     def from_calibration(
         cls,
-        calibration: Any,
+        calibration: DriftCalibration,
         labels: Sequence[str],
         context: AlertContext,
         window: int = DEFAULT_WINDOW,
         alpha: float = DEFAULT_ALPHA,
         category_alpha: float = DEFAULT_CATEGORY_ALPHA,
         retrain_after: int = DEFAULT_RETRAIN_AFTER,
-        sample_size: int = 10,
+        sample_size: int = DEFAULT_SAMPLE_SIZE,
         clock: Callable[[], datetime] = utc_now,
         sequential: bool | Sequence[CusumChannel] = False,
     ) -> DriftMonitor:
-        """Detectors for every partition from the bundle's ``DriftCalibration`` (duck-typed).
+        """Detectors for every partition from the bundle's ``DriftCalibration``, records in ``context``.
 
         Uses ``calibration.quantile`` (p0 = 1 - quantile), ``calibration.tau`` (reported only),
         ``calibration.centroid_share`` and ``calibration.category_share`` (aligned with ``labels``).
@@ -157,54 +193,26 @@ class DriftMonitor:
         quantile = float(calibration.quantile)
         if not 0.0 < quantile < 1.0:
             raise ValueError(f"calibration.quantile must be in (0, 1), got {quantile}")
-        tau = getattr(calibration, "tau", None)
-        centroid_share = list(getattr(calibration, "centroid_share", []) or [])
-        shares = list(getattr(calibration, "category_share", []) or [])
+        shares = list(calibration.category_share)
         labels = list(labels)
         channels = default_channels(calibration) if sequential is True else list(sequential or [])
         for channel in channels:
             if channel.cut is None and abs(channel.quantile - quantile) > 1e-12:
                 raise ValueError(f"a channel on the outlier flag must be at the calibration's quantile {quantile}, "
                                  f"not {channel.quantile}")
+        records = RecordBuilder(context, tau=calibration.tau, reference_centroid_share=calibration.centroid_share,
+                                retrain_after=retrain_after, sample_size=sample_size, clock=clock)
 
         def detectors(partition: int) -> list[Detector]:
-            window_test = OutlierRateDetector(
-                window_size=window,
-                expected_rate=1.0 - quantile,
-                alpha=alpha,
-                retrain_after=retrain_after,
-                reference_centroid_share=centroid_share,
-                context=context,
-                tau=None if tau is None else float(tau),
-                sample_size=sample_size,
-                clock=clock,
-            )
+            window_test = OutlierRateDetector(window_size=window, expected_rate=1.0 - quantile, alpha=alpha)
             made: list[Detector] = [window_test]
             if shares:
-                made.append(
-                    CategoryMixDetector(
-                        window_size=window,
-                        reference_share=shares,
-                        labels=labels,
-                        alpha=category_alpha,
-                        retrain_after=retrain_after,
-                        context=context,
-                        clock=clock,
-                    )
-                )
+                made.append(CategoryMixDetector(window_size=window, reference_share=shares, labels=labels,
+                                                alpha=category_alpha))
             if channels:
-                made.append(
-                    SequentialOutlierDetector(
-                        channels,
-                        context=context,
-                        tau=None if tau is None else float(tau),
-                        reference_centroid_share=centroid_share,
-                        sample_size=sample_size,
-                        quiet=lambda: window_test.firing is not None or window_test.outliers >= window_test.critical,
-                        clock=clock,
-                    )
-                )
+                # Quiet while the window test reports the partition: the CUSUM only speaks ahead of it.
+                made.append(SequentialOutlierDetector(channels, quiet=lambda: window_test.reporting))
             return made
 
         detectors(0)  # validate now
-        return cls(detectors, window)
+        return cls(detectors, window, records)

@@ -1,36 +1,21 @@
-"""Bookkeeping shared by the windowed detectors: the open window of a partition and the drift streak.
+"""The driver's view of an aligned window of one partition while it fills (``monitor``).
 
 Windows are aligned to offsets: window k of a partition covers offsets ``[k*W, (k+1)*W)``.
-`OpenWindow` is what has been seen of one such window; `DriftStreak` turns the verdicts of the
-successive windows of one (partition, detector) into a recommendation and remembers the firing
-alert that a clean window resolves.
+`OpenWindow` is what has been seen of one such window (offsets, dead letters, times): what a record
+says of its window (``snapshot``). The detectors never see it.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from math import ceil
 
-from stream_app.core.drift.alerts import AlertWindow, Recommendation
+from stream_app.core.drift.alerts import AlertWindow
 from stream_app.core.drift.observation import Observation
-
-# A window counts as clean only if at least this share of its offsets brought an observation: a
-# window of mostly dead letters (or mostly missed offsets) says nothing about drift.
-MIN_CLEAN_SHARE = 0.5
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(moment: datetime) -> datetime:
     """Naive datetimes are taken as UTC, so naive and aware times of one window compare."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def min_clean_observations(window_size: int) -> int:
-    """Observations a window needs to count as clean (``MIN_CLEAN_SHARE`` of its offsets, at least 1)."""
-    return max(1, ceil(MIN_CLEAN_SHARE * window_size))
 
 
 class OpenWindow:
@@ -40,8 +25,8 @@ class OpenWindow:
     seen (taken by another consumer while the partition was away) count in neither.
     """
 
-    __slots__ = ("partition", "start_offset", "end_offset", "last_offset", "observed", "dead_letters",
-                 "_first_event", "_last_event", "_first_processed", "_last_processed")
+    __slots__ = ("_first_event", "_first_processed", "_last_event", "_last_processed", "dead_letters", "end_offset",
+                 "last_offset", "observed", "partition", "start_offset")
 
     def __init__(self, partition: int, start_offset: int, end_offset: int) -> None:
         if not 0 <= start_offset < end_offset:
@@ -83,6 +68,7 @@ class OpenWindow:
                 self._last_event = event_time
 
     def snapshot(self) -> AlertWindow:
+        """What a record says of the window: its offsets and what was seen of it so far."""
         if self._first_processed is None or self._last_processed is None:
             raise ValueError("empty window has no bounds")
         return AlertWindow(
@@ -96,44 +82,3 @@ class OpenWindow:
             first_processed_at=self._first_processed,
             last_processed_at=self._last_processed,
         )
-
-
-class DriftStreak:
-    """Verdicts of the successive windows of one (partition, detector).
-
-    ``consecutive``: drifting windows in a row (a clean window resets it; windows this tracker did
-    not judge -- inconclusive, or consumed elsewhere while the partition was away -- change
-    nothing). ``firing``: alert_id of the last firing alert not resolved yet. A window judged again
-    (a replay within the same process, offsets going backwards) does not count twice.
-    """
-
-    def __init__(self, retrain_after: int) -> None:
-        if retrain_after < 1:
-            raise ValueError(f"retrain_after must be >= 1, got {retrain_after}")
-        self.retrain_after = retrain_after
-        self.consecutive = 0
-        self.firing: str | None = None
-        self._last_judged = -1  # start offset of the latest window judged
-
-    def drifted(self, window_start: int, alert_id: str) -> int:
-        """Record a drifting window; return the consecutive drifting windows to report."""
-        if window_start <= self._last_judged:  # judged before: re-send, change nothing
-            return max(1, self.consecutive)
-        self._last_judged = window_start
-        self.consecutive += 1
-        self.firing = alert_id
-        return self.consecutive
-
-    def clean(self, window_start: int) -> tuple[str, int] | None:
-        """Record a clean window; return (alert_id, drifting windows) of the alert it resolves, if any."""
-        if window_start <= self._last_judged:
-            return None
-        self._last_judged = window_start
-        ended = (self.firing, self.consecutive) if self.firing is not None else None
-        self.consecutive = 0
-        self.firing = None
-        return ended
-
-    def recommendation(self, consecutive: int | None = None) -> Recommendation:
-        count = self.consecutive if consecutive is None else consecutive
-        return "retrain" if count >= self.retrain_after else "investigate"
