@@ -7,12 +7,14 @@ BROKER_PORT ?= 9092
 BUNDLE ?= models/default
 export DATASETS_DIR
 
-.PHONY: help venv model model-quick run run-loop test bench bench-profile bench-model soak broker broker-stop lint clean
+.PHONY: help venv model model-quick run run-loop test test-unit bench bench-profile bench-model soak broker broker-stop lint clean
 
 help:
 	@echo "make run      - end to end demo: broker, bundle (quick if models/default is missing), worker, replay"
 	@echo "make run-loop - drift alert -> retrain -> compare -> promote -> hot swap -> fewer alerts (LOOP_ARGS=...)"
-	@echo "make test     - install, start the broker, run pytest, stop the broker"
+	@echo "make test     - install, lint (ruff, mypy), start the broker, run pytest, stop the broker"
+	@echo "make test-unit - the unit tier: no broker, no model bundle (pytest -m 'not broker and not slow and not bundle')"
+	@echo "make lint     - ruff on stream_app export benchmarks tests, mypy --strict on stream_app"
 	@echo "make model    - fine-tune the default bundle from the Elo7 catalog into models/default/"
 	@echo "make bench    - benchmarks: model-only vs end to end, latency, fetch wait, cores, naive loop (BENCH_ARGS=...)"
 	@echo "make bench-profile - py-spy profile of the worker during a throughput run (PROFILE_ARGS=...)"
@@ -53,6 +55,9 @@ broker-stop: venv
 lint: venv
 	$(PY) -m ruff check stream_app export benchmarks tests
 	$(PY) -m mypy stream_app
+
+test-unit: venv
+	$(PY) -m pytest -q -m "not broker and not slow and not bundle"
 
 test: venv lint
 	$(PY) -m stream_app.broker start --port $(BROKER_PORT)

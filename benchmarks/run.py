@@ -142,12 +142,12 @@ def run_naive(broker: str, topics: BenchTopics, checkpoint: Path, messages: int,
         try:
             deadline = time.monotonic() + timeout + 60
             while collector.count() < messages:
-                if proc.poll() is not None and collector.count() < messages:
-                    # It may have exited right after its last output: give the reader a moment.
-                    if not collector.wait_for(messages, 5.0):
-                        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
-                        raise BenchmarkError(f"naive baseline exited with {proc.returncode} after "
-                                             f"{collector.count()} outputs:\n{tail}")
+                # It may have exited right after its last output: give the reader a moment.
+                if (proc.poll() is not None and collector.count() < messages
+                        and not collector.wait_for(messages, 5.0)):
+                    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+                    raise BenchmarkError(f"naive baseline exited with {proc.returncode} after "
+                                         f"{collector.count()} outputs:\n{tail}")
                 if time.monotonic() > deadline:
                     raise BenchmarkError(f"naive baseline: {collector.count()} of {messages} outputs in time")
                 time.sleep(0.1)
@@ -182,7 +182,7 @@ def startup_bias_bound(n: int, micro_batch: int) -> float:
     return (n - b) / (n - 2 * b) - 1 if n > 2 * b else float("inf")
 
 
-def fmt(value: Any, spec: str = ",.0f") -> str:
+def fmt(value: object, spec: str = ",.0f") -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "-"
     return format(value, spec)
@@ -354,12 +354,14 @@ def render_table(r: dict[str, Any]) -> Table:
         for x in sweep:
             wait = x["fetch_max_wait_ms"]
             default = " (default)" if wait == FETCH_WAIT_DEFAULT_MS else ""
-            table.add_row(f"STREAM_FETCH_MAX_WAIT_MS={wait}{default}: idle CPU", f"{x['idle']['core_share']:.1%} of a core",
-                          "", f"{x['idle']['cpu_s']:.2f} CPU s in the same {x['idle']['seconds']:.0f} s for every value")
+            idle = x["idle"]
+            table.add_row(f"STREAM_FETCH_MAX_WAIT_MS={wait}{default}: idle CPU", f"{idle['core_share']:.1%} of a core",
+                          "", f"{idle['cpu_s']:.2f} CPU s in the same {idle['seconds']:.0f} s for every value")
             for fraction, lat in sorted(x.get("latency_by_fraction", {"0.5": x["latency"]}).items()):
                 met = lat["receive_p99_ms"] <= LATENCY_TARGET_MS
                 target = f"p99 <= {LATENCY_TARGET_MS:.0f} ms: {verdict(met)}" if float(fraction) == 0.5 else ""
-                table.add_row(f"  latency at {float(fraction):.0%} of max ({lat['achieved_rate']:.0f} msg/s), p50/p90/p99",
+                level = f"{float(fraction):.0%} of max ({lat['achieved_rate']:.0f} msg/s)"
+                table.add_row(f"  latency at {level}, p50/p90/p99",
                               _ms3(lat, "receive"), target,
                               f"worker's share {_ms3(lat, 'processed')}; p99 per round "
                               f"{' / '.join(fmt(v) for v in lat.get('rounds_receive_p99_ms', []))} ms{_busy_note(lat)}")
@@ -420,8 +422,8 @@ def parse_cores(text: str) -> list[tuple[int, int]]:
 def run(
     bundle: Path = typer.Option(..., "--bundle", help="Bundle directory (models/default)."),
     broker: str = typer.Option(..., "--broker", help="HOST:PORT of a running broker."),
-    torch_checkpoint: Path | None = typer.Option(None, "--torch-checkpoint",
-                                                 help="PyTorch weights for the naive baseline (default: BUNDLE-torch)."),
+    torch_checkpoint: Path | None = typer.Option(
+        None, "--torch-checkpoint", help="PyTorch weights for the naive baseline (default: BUNDLE-torch)."),
     messages: int | None = typer.Option(None, "--messages", help="End-to-end messages (default 5000, quick 600)."),
     naive_messages: int | None = typer.Option(None, "--naive-messages", help="Naive messages (default 500, quick 60)."),
     latency_seconds: float | None = typer.Option(None, "--latency-seconds",
@@ -464,7 +466,8 @@ def run(
     duration = latency_seconds or (5.0 if quick else 20.0)
     idle_s = idle_seconds or (5.0 if quick else 10.0)
     n_cores = cores_messages or (400 if quick else 3000)
-    wanted = set(STAGES) if stages_option.strip() == "all" else {x.strip() for x in stages_option.split(",") if x.strip()}
+    wanted = (set(STAGES) if stages_option.strip() == "all"
+              else {x.strip() for x in stages_option.split(",") if x.strip()})
     if wanted - set(STAGES):
         console.print(f"[red]unknown stage(s)[/red] {sorted(wanted - set(STAGES))}: choose from {','.join(STAGES)}")
         raise typer.Exit(2)
@@ -478,7 +481,8 @@ def run(
     stage_rounds = rounds_option or rounds
     checkpoint = torch_checkpoint or default_checkpoint(bundle)
     if not is_ready(broker):
-        console.print(f"[red]no broker answers at {broker}[/red] (start one: python -m stream_app.broker start --port N)")
+        console.print(f"[red]no broker answers at {broker}[/red] "
+                      "(start one: python -m stream_app.broker start --port N)")
         raise typer.Exit(2)
     try:
         loaded = Bundle.load(bundle)
@@ -489,7 +493,8 @@ def run(
         "started_at": datetime.now(UTC).isoformat(),
         "config": {"bundle": str(bundle), "broker": broker, "torch_checkpoint": str(checkpoint), "messages": n,
                    "naive_messages": m, "latency_seconds": duration, "idle_seconds": idle_s,
-                   "latency_fractions": list(LATENCY_FRACTIONS), "fetch_waits_ms": waits, "fetch_wait_fractions": fetch_fractions,
+                   "latency_fractions": list(LATENCY_FRACTIONS), "fetch_waits_ms": waits,
+                   "fetch_wait_fractions": fetch_fractions,
                    "fetch_wait_default_ms": FETCH_WAIT_DEFAULT_MS, "cores": configs, "cores_messages": n_cores,
                    "threads": threads, "stage_rounds": stage_rounds, "batch_size": batch_size,
                    "micro_batch": micro_batch, "partitions": partitions, "quick": quick, "seed": seed,
@@ -624,7 +629,7 @@ def run(
                 r["naive"] = naive
                 r["ratios"]["e2e_over_naive"] = throughput.tps / naive["tps"]
                 r["ratios"]["top1_agreement_naive_vs_worker"] = top1_agreement(worker_tops, naive_tops)
-        except (Exception, KeyboardInterrupt) as exc:
+        except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - any failure is recorded in the JSON, then exit 1
             r["errors"][stage] = "".join(traceback.format_exception_only(exc)).strip()
             console.print(f"[red]stage {stage} failed[/red]: {exc}")
             if not isinstance(exc, BenchmarkError | KeyboardInterrupt):

@@ -53,7 +53,6 @@ from benchmarks.worker import (
     worker_env,
 )
 
-
 RESUME_S = 2.0
 SHADOW_COUNTERS = ("stream_shadow_messages_total", "stream_shadow_seconds_total", "stream_shadow_failures_total")
 

@@ -1,6 +1,6 @@
 """Run the real worker (``python -m stream_app worker``) as a subprocess, and read its output topic.
 
-Same approach as tests/worker_harness.py (STREAM_* environment, unique topics, log to a file), but
+Same approach as tests/support/worker_harness.py (STREAM_* environment, unique topics, log to a file), but
 with the service's production defaults (batch wait, drift window, inference threads) instead of the
 tests' fast settings, and without assertions: the benchmarks raise `BenchmarkError` instead.
 
@@ -325,7 +325,7 @@ class OutputCollector:
                     continue
                 now = time.time()  # per message: poll returns as soon as one is there
                 if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                    if msg.error().code() != KafkaError._PARTITION_EOF:  # noqa: SLF001 - confluent-kafka's public name
                         self.error = str(msg.error())
                     continue
                 self.records += 1

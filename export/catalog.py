@@ -87,7 +87,8 @@ def _labels_of(value: object, spec: LabelSpec, row: int) -> tuple[str, ...]:
         return ()
     if spec.kind == "single":
         if not isinstance(value, (str, int)) or isinstance(value, bool):
-            raise CatalogError(f"row {row}: label column {spec.columns[0]!r} holds {type(value).__name__}, expected text")
+            raise CatalogError(f"row {row}: label column {spec.columns[0]!r} holds {type(value).__name__}, "
+                               "expected text")
         return (str(value).strip(),)
     # multi
     if isinstance(value, str):
@@ -96,7 +97,8 @@ def _labels_of(value: object, spec: LabelSpec, row: int) -> tuple[str, ...]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise CatalogError(f"row {row}: label column {spec.columns[0]!r} is not a valid JSON list: {exc}") from exc
+                raise CatalogError(f"row {row}: label column {spec.columns[0]!r} is not a valid JSON list: "
+                                   f"{exc}") from exc
         else:
             value = re.split(re.escape(spec.delimiter), text)
     if hasattr(value, "tolist"):

@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+if TYPE_CHECKING:  # imported lazily at run time: `--help` must not load pydantic settings or Kafka clients
+    from stream_app.settings import Settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Streaming product categorizer.")
 
@@ -22,7 +26,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _settings():  # noqa: ANN202 - typer cannot see return annotations of helpers anyway
+def _settings() -> Settings:
     from stream_app.settings import SettingsError, load_settings
 
     try:
@@ -31,7 +35,7 @@ def _settings():  # noqa: ANN202 - typer cannot see return annotations of helper
         raise _fail(str(exc)) from None
 
 
-def _connection(settings):  # noqa: ANN001, ANN202
+def _connection(settings: Settings) -> dict[str, Any]:
     from stream_app.kafka.config import ConnectionSettings, client_config
 
     return client_config(settings=ConnectionSettings.from_settings(settings))
@@ -176,15 +180,19 @@ def demo_loop(
     broker_port: int = typer.Option(9092, "--broker-port", min=1, max=65535),
     partitions: int = typer.Option(3, "--partitions", min=1),
     drift_window: int = typer.Option(200, "--drift-window", min=10),
-    retrain_after: int = typer.Option(3, "--retrain-after", min=1, help="Drifting windows in a row before `retrain`."),
+    retrain_after: int = typer.Option(3, "--retrain-after", min=1,
+                                      help="Drifting windows in a row before `retrain`."),
     warmup_windows: int = typer.Option(1, "--warmup-windows", min=1, help="Elo7-only windows per partition first."),
-    drift_windows: int = typer.Option(4, "--drift-windows", min=1, help="Windows per partition of each drifting stream."),
-    fashion_share: float = typer.Option(0.10, "--fashion-share", min=0.01, max=0.99, help="Fashion share of the drifting streams."),
+    drift_windows: int = typer.Option(4, "--drift-windows", min=1,
+                                      help="Windows per partition of each drifting stream."),
+    fashion_share: float = typer.Option(0.10, "--fashion-share", min=0.01, max=0.99,
+                                        help="Fashion share of the drifting streams."),
     labelled: int = typer.Option(3800, "--labelled", min=1, help="Fashion rows in the operator's labelled batch."),
     retrain_sample: int = typer.Option(4000, "--retrain-sample", min=10, help="retrain --sample N."),
     retrain_mode: str = typer.Option("frozen", "--retrain-mode", help="retrain --mode (frozen: minutes)."),
     heldout_elo7: int = typer.Option(1200, "--heldout-elo7", min=1, help="Elo7 test-side rows of the compare file."),
-    heldout_fashion: int = typer.Option(300, "--heldout-fashion", min=1, help="Unlabelled fashion rows of the compare file."),
+    heldout_fashion: int = typer.Option(300, "--heldout-fashion", min=1,
+                                        help="Unlabelled fashion rows of the compare file."),
     poll_seconds: float = typer.Option(1.0, "--poll-seconds", min=0.1, help="STREAM_BUNDLE_POLL_SECONDS."),
     workdir: Path | None = typer.Option(None, "--workdir", help="Default: .cache/demo-loop/run-*."),
     keep: bool = typer.Option(False, "--keep", help="Keep the work folder (store, candidate, logs)."),
@@ -209,4 +217,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

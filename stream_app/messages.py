@@ -101,7 +101,7 @@ class ProductEvent(BaseModel):
 
     @field_validator("event_time", mode="before")
     @classmethod
-    def _event_time(cls, value: Any) -> Any:
+    def _event_time(cls, value: object) -> object:
         # Numbers are epoch milliseconds; bools are not numbers here; strings go to pydantic's ISO parser.
         if isinstance(value, bool):
             raise ValueError("must be an ISO-8601 string or epoch milliseconds, not a boolean")
@@ -238,7 +238,6 @@ def drift_alert_adapter() -> TypeAdapter[Any]:
     """
     from stream_app.core.drift.alerts import CategoryMixAlert, DriftResolved, EmbeddingDriftAlert, SequentialDriftAlert
 
-    return TypeAdapter(
-        Annotated[EmbeddingDriftAlert | CategoryMixAlert | SequentialDriftAlert | DriftResolved,
-                  Field(title="DriftAlert")]
-    )
+    drift_alert: Any = Annotated[EmbeddingDriftAlert | CategoryMixAlert | SequentialDriftAlert | DriftResolved,
+                                 Field(title="DriftAlert")]  # a runtime type form, which mypy cannot check
+    return TypeAdapter(drift_alert)

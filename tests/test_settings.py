@@ -101,21 +101,6 @@ def test_password_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "hunter2" not in repr(Settings(batch_size=1))
 
 
-def test_faust_credentials_from_security_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    import faust
-
-    from stream_app.worker.app import broker_credentials
-
-    assert broker_credentials(load_settings()) is None
-    creds = broker_credentials(load_settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
-                                             sasl_username="u", sasl_password="p"))
-    assert isinstance(creds, faust.SASLCredentials)
-    assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-512"
-    plain = broker_credentials(load_settings(security_protocol="SASL_PLAINTEXT", sasl_username="u", sasl_password="p"))
-    assert plain.protocol.value == "SASL_PLAINTEXT"
-    assert isinstance(broker_credentials(load_settings(security_protocol="SSL")), faust.SSLCredentials)
-
-
 def test_worker_cli_refuses_bad_setting() -> None:
     env = {"PATH": "/usr/bin:/bin", "STREAM_BATCH_SIZE": "zero"}
     proc = subprocess.run([sys.executable, "-m", "stream_app", "worker"], env=env, capture_output=True, text=True,

@@ -16,11 +16,11 @@ from typing import Any
 
 import typer
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports it without __all__
 
 from stream_app.kafka.config import ConnectionSettings
 from stream_app.kafka.config import client_config as build_client_config
-
 
 _TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 

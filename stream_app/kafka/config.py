@@ -11,8 +11,10 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for the annotation: the clients (produce, tail, admin) need not load the worker's settings
+    from stream_app.settings import Settings
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
@@ -45,32 +47,16 @@ class ConnectionSettings:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ConnectionSettings:
-        """From any object with the attribute names of stream_app.settings.Settings (duck-typed).
-
-        Enum values and secrets (pydantic ``SecretStr``) are unwrapped.
-        """
-
-        def get(name: str, default: Any = None) -> Any:
-            value = getattr(settings, name, default)
-            if hasattr(value, "get_secret_value"):
-                value = value.get_secret_value()
-            if isinstance(value, Enum):  # str() of a str-Enum is "Class.MEMBER" on 3.11
-                value = value.value
-            return value
-
-        brokers = get("brokers", cls.brokers)
-        if isinstance(brokers, list | tuple):
-            brokers = ",".join(brokers)
+    def from_settings(cls, settings: Settings) -> ConnectionSettings:
+        """From the worker's validated settings (enum members unwrapped to their Kafka names)."""
         return cls(
-            brokers=str(brokers),
-            security_protocol=str(get("security_protocol", cls.security_protocol)),
-            sasl_mechanism=str(get("sasl_mechanism", cls.sasl_mechanism)),
-            sasl_username=get("sasl_username"),
-            sasl_password=get("sasl_password"),
-            ssl_cafile=str(get("ssl_cafile")) if get("ssl_cafile") else None,
+            brokers=settings.brokers,
+            security_protocol=settings.security_protocol.value,
+            sasl_mechanism=settings.sasl_mechanism.value,
+            sasl_username=settings.sasl_username,
+            sasl_password=settings.sasl_password,
+            ssl_cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None,
         )
-
 
 def client_config(
     brokers: str | None = None,

@@ -234,8 +234,9 @@ def build_app(settings: Settings, model: ServingModel, executor: ThreadPoolExecu
         await (await publisher.send(settings.shadow_topic, key, value))
 
     def make_shadow(candidate: ServingModel) -> ShadowScorer:
+        # The shadow scores in windows as large as the serving micro-batches (module docstring of shadow.py).
         return ShadowScorer(candidate, settings.shadow_share, settings.shadow_window, executor, send_shadow,
-                            settings.worker_id)
+                            settings.worker_id, batch=settings.batch_size)
 
     if settings.bundle_store is not None:
         runtime.swapper = ModelSwapper(BundleStore(settings.bundle_store), settings, executor, processor, make_shadow)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from stream_app import metrics
 from tests.deploy._support import (
     COUNTERS,
     GAUGES,
@@ -178,7 +179,6 @@ def test_every_worker_metric_is_on_the_dashboard() -> None:
 
 def test_dashboard_names_match_the_worker_registry() -> None:
     # Ties the dashboard to the code: every series it queries is one stream_app.metrics exports.
-    metrics = pytest.importorskip("stream_app.metrics", reason="stream_app.metrics not importable")
     exported: set[str] = set()
     for family in metrics.REGISTRY.collect():
         if family.type == "counter":

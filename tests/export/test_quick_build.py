@@ -21,6 +21,16 @@ def test_sample_rows_is_seeded_sorted_and_bounded() -> None:
     assert np.array_equal(sample_rows(500, None, seed=13), np.arange(500))
 
 
+def test_build_result_annotations_resolve() -> None:
+    """`BuildResult.manifest` is annotated with the bundle's `Manifest`, which build.py once never imported."""
+    from typing import get_type_hints
+
+    from export.build import BuildResult
+    from stream_app.core.bundle import Manifest
+
+    assert get_type_hints(BuildResult)["manifest"] is Manifest
+
+
 def test_the_head_and_the_centroids_learn_from_the_bundle_graphs_own_embeddings(test_bundle: Path) -> None:
     """The frozen head trains on `int8_pooled_embeddings` and k-means fits them L2-normalized: on the
     same batches they are exactly what the shipped graph outputs as `embedding`."""

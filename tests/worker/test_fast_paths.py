@@ -48,7 +48,7 @@ from stream_app.worker.dead_letters import (
 )
 from stream_app.worker.outputs import OutputBuilder, Topics
 from stream_app.worker.record import Record
-from tests.hostile_inputs import (
+from tests.support.hostile_inputs import (
     CORPUS,
     EPOCH_FLOATS,
     EPOCH_INTS,
@@ -93,7 +93,8 @@ def reference_classify(value: bytes | None, max_bytes: int) -> Valid | Rejected:
     except Exception as exc:  # noqa: BLE001
         return Rejected(DeadLetterReason.INVALID_JSON, type(exc).__name__, _describe(exc)[:500])
     if not isinstance(obj, dict):
-        return Rejected(DeadLetterReason.NOT_AN_OBJECT, "TypeError", f"expected a JSON object, got {type(obj).__name__}")
+        return Rejected(DeadLetterReason.NOT_AN_OBJECT, "TypeError",
+                        f"expected a JSON object, got {type(obj).__name__}")
     try:
         return Valid(ProductEvent.model_validate(obj))
     except ValidationError as exc:

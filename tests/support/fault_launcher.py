@@ -1,4 +1,4 @@
-"""Run the real worker CLI with faults injected at two seams: ``python -m tests.faults.launcher``.
+"""Run the real worker CLI with faults injected at two seams: ``python -m tests.support.fault_launcher``.
 
 It replaces ``python -m stream_app worker``: it reads the ``FAULT_*`` variables below, wraps
 

@@ -13,7 +13,7 @@ import pytest
 
 from stream_app.core.store import SERVING_FILE, BundleStore
 from tests.fixtures.bundle import make_variant
-from tests.worker_harness import (
+from tests.support.worker_harness import (
     WorkerProcess,
     WorkerTopics,
     collect_json,
@@ -143,10 +143,22 @@ def test_shadow_scores_beside_serving_and_never_reaches_categories(
         first = summaries[0]
         assert first["serving_version"] == old and first["shadow_version"] == new
         assert first["messages"] >= 40 and 0.9 <= first["top1_agreement"] <= 1.0  # same weights, other batches
-        assert first["shadow_drift"]["outlier_share"] >= 0 and first["shadow_seconds_per_message"] > 0
-        shadowed = sum(1 for line in worker.get("/metrics")[1].splitlines()
-                       if line.startswith("stream_shadow_messages_total"))
-        assert shadowed == 1
+        # Same weights: both models see the same messages, so their drift agrees up to batch padding noise.
+        serving_drift, shadow_drift = first["serving_drift"], first["shadow_drift"]
+        assert abs(shadow_drift["mean_distance"] - serving_drift["mean_distance"]) <= 0.01
+        assert abs(shadow_drift["outlier_share"] - serving_drift["outlier_share"]) <= 0.05
+        assert first["shadow_seconds_per_message"] > 0
+        def scored() -> float:
+            values = [float(line.split()[-1]) for line in worker.get("/metrics")[1].splitlines()
+                      if line.startswith("stream_shadow_messages_total ")]
+            assert len(values) == 1, values
+            return values[0]
+
+        # Half of the 300 products by the (partition, offset) hash: 150 +- 5 sigma (sigma ~8.7), once the
+        # shadow's buffer (flushed at STREAM_BATCH_SIZE texts or after 2 s) has been scored.
+        _wait_until(lambda: scored() >= 105, timeout=30)
+        time.sleep(3.0)
+        assert abs(scored() - 150) <= 45, scored()
     finally:
         bundles.clear_shadow()
         assert worker.terminate() == 0, worker.tail()

@@ -11,7 +11,7 @@ from jsonschema import Draft202012Validator
 
 from stream_app.messages import drift_alert_adapter
 from stream_app.schemas import SCHEMA_DIR
-from tests.worker_harness import (
+from tests.support.worker_harness import (
     PARTITIONS,
     WorkerTopics,
     collect_json,

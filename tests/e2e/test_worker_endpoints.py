@@ -1,4 +1,6 @@
-"""GET /metrics (parsed with the Prometheus parser), /livez and /readyz of the real worker."""
+"""GET /metrics (parsed with the Prometheus parser), /livez and /readyz of the real worker.
+
+The liveness and readiness rules themselves are unit-tested in tests/worker/test_health.py."""
 
 from __future__ import annotations
 
@@ -9,16 +11,19 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.worker.health import liveness, readiness
-from tests.worker_harness import (
+from tests.support.worker_harness import (
     WorkerTopics,
     elo7_event,
     elo7_rows,
+    fashion_event,
+    fashion_rows,
     produce,
     produce_events,
     start_worker,
     wait_for_keys,
 )
+
+pytestmark = pytest.mark.broker  # a real worker on a real broker (the fixture's or a private one)
 
 EXPECTED = {
     "stream_messages_consumed": "counter",
@@ -35,13 +40,17 @@ EXPECTED = {
     "stream_model_info": "gauge",  # an Info: the text format exposes it as a gauge with labels
     "stream_consumer_lag": "gauge",
 }
+# Products sent by test_metrics_after_traffic, and the worker's STREAM_DRIFT_WINDOW: the outlier gauge
+# (set once per window of predictions, all partitions together) then covers exactly those products.
+PRODUCTS = 150
+FASHION = 30  # out-of-distribution products among them: the outlier share is not the gauge's initial 0
 
 
 @pytest.fixture(scope="module")
 def observed(broker: str, test_bundle: Path, tmp_path_factory: pytest.TempPathFactory):
     topics = WorkerTopics.create(broker, "obs")
     worker = start_worker(broker, topics, test_bundle, tmp_path_factory.mktemp("obs"), ready=False,
-                          liveness_stall_seconds=1, drift_window=100)
+                          liveness_stall_seconds=1, drift_window=PRODUCTS)
     # Readiness over start-up: the web server answers once the bundle is loaded.
     statuses = []
     deadline = time.monotonic() + 90
@@ -59,7 +68,6 @@ def observed(broker: str, test_bundle: Path, tmp_path_factory: pytest.TempPathFa
     assert worker.terminate() == 0, worker.tail()
 
 
-@pytest.mark.broker
 def test_readyz_names_the_serving_model_and_its_partitions(observed, test_bundle: Path) -> None:
     """Ready once the bundle is loaded (with or without partitions: a standby is ready too, see
     test_a_worker_without_partitions_is_a_ready_standby); the body names the model that serves."""
@@ -80,14 +88,13 @@ def test_readyz_names_the_serving_model_and_its_partitions(observed, test_bundle
     assert "3 input partition(s) assigned" in str(body["detail"]), body
 
 
-@pytest.mark.broker
 def test_metrics_after_traffic(observed, broker: str, test_bundle: Path) -> None:
     worker, topics, _ = observed
-    rows = elo7_rows(150, seed=3)
-    events = [elo7_event(r) for r in rows.itertuples()]
+    events = [elo7_event(r) for r in elo7_rows(PRODUCTS - FASHION, seed=3).itertuples()]
+    events += [fashion_event(r) for r in fashion_rows(FASHION, seed=3).itertuples()]
     produce_events(broker, topics.input, events)
     produce(broker, topics.input, [(b"bad-1", b"{nope"), (b"bad-2", b"[]")])
-    wait_for_keys(broker, topics.output, {str(e["product_id"]) for e in events}, timeout=120)
+    by_key = wait_for_keys(broker, topics.output, {str(e["product_id"]) for e in events}, timeout=120)
     time.sleep(0.5)  # counters are updated right after the acknowledgements
 
     status, text = worker.get("/metrics")
@@ -111,12 +118,14 @@ def test_metrics_after_traffic(observed, broker: str, test_bundle: Path) -> None
     assert value("stream_end_to_end_latency_seconds", "stream_end_to_end_latency_seconds_count") == 150
     assert value("stream_drift_distance", "stream_drift_distance_count") == 150
     assert value("stream_batches_in_flight", "stream_batches_in_flight") == 0
-    assert 0 <= value("stream_outlier_ratio", "stream_outlier_ratio") <= 1  # window 100: one full window
+    # The window is the PRODUCTS predictions: the gauge is the share of them the worker flagged as outliers.
+    outliers = sum(docs[0]["drift"]["outlier"] for docs in by_key.values())
+    assert len(by_key) == PRODUCTS and outliers > 0
+    assert value("stream_outlier_ratio", "stream_outlier_ratio") == pytest.approx(outliers / PRODUCTS, abs=1e-12)
     info = next(s for s in families["stream_model_info"].samples if s.name == "stream_model_info")
     assert info.labels["model_version"] and info.labels["encoder"] and "," in info.labels["labels"]
 
 
-@pytest.mark.broker
 def test_livez_idle_worker_is_alive(observed) -> None:
     worker, _, _ = observed
     time.sleep(1.5)  # longer than STREAM_LIVENESS_STALL_SECONDS=1, with nothing waiting
@@ -124,23 +133,6 @@ def test_livez_idle_worker_is_alive(observed) -> None:
     assert status == 200, body
 
 
-def test_liveness_rule() -> None:
-    assert liveness(now=100, last_progress=0, waiting=0, stall_seconds=60).status == 200
-    assert liveness(now=100, last_progress=50, waiting=5, stall_seconds=60).status == 200
-    stalled = liveness(now=100, last_progress=10, waiting=5, stall_seconds=60)
-    assert stalled.status == 503 and "5 message" in stalled.detail
-
-
-def test_readiness_rule() -> None:
-    assert readiness(False, 3).status == 503
-    # A standby (no partition: replicas == partitions during a rolling update) is ready.
-    assert readiness(True, 0).status == 200 and "standby" in readiness(True, 0).detail
-    assert readiness(True, 2).status == 200
-    broken = readiness(True, 2, broken="ModelBroken: canary failed")
-    assert broken.status == 503 and "canary failed" in broken.detail
-
-
-@pytest.mark.broker
 @pytest.mark.slow
 def test_livez_fails_when_the_loop_stalls(test_bundle: Path, tmp_path: Path) -> None:
     """Freeze a private broker while a batch waits for its acknowledgements: no progress with messages
@@ -189,7 +181,6 @@ def test_livez_fails_when_the_loop_stalls(test_bundle: Path, tmp_path: Path) -> 
             worker.terminate()
 
 
-@pytest.mark.broker
 @pytest.mark.slow
 def test_a_worker_without_partitions_is_a_ready_standby(broker: str, test_bundle: Path, tmp_path: Path) -> None:
     """Replicas == partitions during a rolling update: the surge pod gets no partition and must still

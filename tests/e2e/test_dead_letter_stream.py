@@ -1,6 +1,8 @@
-"""Malformed messages go to the DLQ with their reason; good traffic is unaffected; the worker stays up.
+"""The live worker: malformed messages go to the DLQ with their reason; good traffic is unaffected; the
+worker stays up.
 
-The batch path's own unit tests (retries, acks, refused outputs) are in tests/worker/.
+The classification itself is unit-tested in tests/worker/test_dead_letters.py, the batch path (retries,
+acks, refused outputs) in tests/worker/test_batching.py.
 """
 
 from __future__ import annotations
@@ -16,7 +18,17 @@ import pytest
 
 from stream_app.messages import DeadLetterReason
 from stream_app.schemas import generate
-from tests.worker_harness import WorkerTopics, collect_json, elo7_event, elo7_rows, produce, start_worker, wait_for_keys
+from tests.support.worker_harness import (
+    WorkerTopics,
+    collect_json,
+    elo7_event,
+    elo7_rows,
+    produce,
+    start_worker,
+    wait_for_keys,
+)
+
+pytestmark = pytest.mark.broker
 
 MAX_BYTES = 20_000
 
@@ -50,7 +62,6 @@ def dlq_worker(broker: str, test_bundle: Path, tmp_path_factory: pytest.TempPath
     assert worker.terminate() == 0, worker.tail()
 
 
-@pytest.mark.broker
 def test_malformed_messages_are_dead_lettered(dlq_worker, broker: str) -> None:
     worker, topics = dlq_worker
     bad = [(f"bad-{kind}-{i}".encode(), value, reason, kind)

@@ -1,7 +1,7 @@
 """Fault injection against the real broker: nothing is lost, the worker never stalls, at least once
 with bounded duplicates, and committed offsets never pass an input whose outputs were not acknowledged.
 
-Faults are injected by ``python -m tests.faults.launcher`` (the real worker CLI with two seams wrapped:
+Faults are injected by ``python -m tests.support.fault_launcher`` (the real worker CLI with two seams wrapped:
 ``FaustPublisher.send`` and ``Pipeline.predict``; see its docstring). Committed offsets are read from
 the broker with a confluent-kafka consumer of the worker's group that never joins it (``committed()``
 only). Every test prints one JSON line of what it measured (run with ``-s`` to see them).
@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from stream_app.broker import recorded_pid, running_broker
-from tests.worker_harness import (
+from tests.support.worker_harness import (
     PARTITIONS,
     GroupOffsets,
     TrackedProducer,
@@ -522,7 +522,7 @@ def test_launcher_injects_exactly_what_it_is_told(monkeypatch: pytest.MonkeyPatc
 
     from stream_app.core.pipeline import Pipeline
     from stream_app.worker.app import FaustPublisher
-    from tests.faults import launcher
+    from tests.support import fault_launcher as launcher
 
     real_send = FaustPublisher.send
     monkeypatch.setattr(FaustPublisher, "send", real_send)  # monkeypatch restores it after the test

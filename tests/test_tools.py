@@ -1,5 +1,8 @@
-"""The produce and tail tools (library and ``python -m stream_app produce|tail``) against the real broker;
-record rendering, config and admin helpers."""
+"""The produce and tail tools (`stream_app.tools`: library and ``python -m stream_app produce|tail``)
+against the real broker; record rendering and parsing.
+
+The Kafka client config and topic admin (`stream_app.kafka`) are in tests/test_kafka.py.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +20,7 @@ from confluent_kafka import Message, Producer
 from typer.testing import CliRunner
 
 from stream_app.__main__ import cli
-from stream_app.kafka.admin import TopicCreationError, create_topics
-from stream_app.kafka.config import ConnectionSettings, client_config, consumer_config
+from stream_app.messages import ProductEvent
 from stream_app.tools.produce import (
     ColumnMapping,
     ReplayError,
@@ -129,9 +131,8 @@ def test_replay_row_number_ids_and_product_event_contract(broker: str, unique_to
     records = read_back(broker, topic)
     assert [r["key"] for r in records] == [str(i) for i in range(20)]  # one partition: order kept
     assert all(r["value"]["tags"] == "" and "event_time" not in r["value"] for r in records)
-    messages = pytest.importorskip("stream_app.messages")
     for r in records:
-        messages.ProductEvent.model_validate(r["value"])
+        ProductEvent.model_validate(r["value"])
 
 
 @pytest.mark.broker
@@ -389,68 +390,3 @@ def test_token_bucket_paces() -> None:
     for _ in range(41):
         bucket.acquire()
     assert 0.18 <= time.monotonic() - started < 1.0  # 40 tokens beyond the first at 200/s
-
-
-# -- config and admin -----------------------------------------------------------------------------
-
-
-def test_client_config_sasl_ssl_and_errors() -> None:
-    config = client_config(
-        "b1:9096,b2:9096",
-        security_protocol="sasl_ssl",
-        sasl_mechanism="SCRAM-SHA-512",
-        sasl_username="u",
-        sasl_password="p",
-        ssl_cafile="/etc/ca.pem",
-    )
-    assert config == {
-        "bootstrap.servers": "b1:9096,b2:9096",
-        "security.protocol": "SASL_SSL",
-        "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": "u",
-        "sasl.password": "p",
-        "ssl.ca.location": "/etc/ca.pem",
-    }
-    assert client_config("b:9092") == {"bootstrap.servers": "b:9092", "security.protocol": "PLAINTEXT"}
-    with pytest.raises(ValueError, match="STREAM_SASL_USERNAME"):
-        client_config("b:9092", security_protocol="SASL_PLAINTEXT")
-    with pytest.raises(ValueError, match="STREAM_SECURITY_PROTOCOL"):
-        client_config("b:9092", security_protocol="TLS")
-    consumer = consumer_config(config, "g")
-    assert consumer["session.timeout.ms"] == 6000 and consumer["enable.auto.commit"] is False
-    assert consumer["group.id"] == "g" and consumer["auto.offset.reset"] == "earliest"
-    assert consumer_config({}, None)["group.id"] != consumer_config({}, None)["group.id"]
-
-
-def test_connection_settings_from_env_and_settings() -> None:
-    env = {"STREAM_BROKERS": "k:1", "STREAM_SECURITY_PROTOCOL": "SSL", "STREAM_SSL_CAFILE": "/ca"}
-    assert client_config(settings=ConnectionSettings.from_env(env)) == {
-        "bootstrap.servers": "k:1",
-        "security.protocol": "SSL",
-        "ssl.ca.location": "/ca",
-    }
-    settings_module = pytest.importorskip("stream_app.settings")
-    settings = settings_module.Settings(brokers="k:1,k:2", security_protocol="SASL_PLAINTEXT", sasl_username="u",
-                                        sasl_password="p")
-    config = client_config(settings=ConnectionSettings.from_settings(settings))
-    assert config["security.protocol"] == "SASL_PLAINTEXT" and config["sasl.mechanism"] == "SCRAM-SHA-512"
-
-
-@pytest.mark.broker
-def test_create_topics_is_idempotent(broker: str) -> None:
-    from confluent_kafka.admin import AdminClient
-
-    name = f"admin-{os.getpid()}-{time.monotonic_ns()}"
-    assert create_topics(broker, {name: 3}) == {name: True}
-    assert create_topics(broker, {name: 5}) == {name: False}  # existing: fine, unchanged
-    metadata = AdminClient({"bootstrap.servers": broker}).list_topics(name, timeout=10)
-    assert len(metadata.topics[name].partitions) == 3
-    with pytest.raises(ValueError, match="'bad topic!'"):
-        create_topics(broker, {"bad topic!": 1})
-
-
-def test_create_topics_unreachable_names_the_topic() -> None:
-    from stream_app.broker import free_port
-
-    with pytest.raises(TopicCreationError, match="'orders'"):
-        create_topics(f"127.0.0.1:{free_port()}", {"orders": 1}, timeout=2.0)

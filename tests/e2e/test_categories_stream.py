@@ -13,7 +13,14 @@ from stream_app.core.bundle import Bundle
 from stream_app.core.pipeline import Pipeline
 from stream_app.messages import ProductEvent
 from stream_app.schemas import generate
-from tests.worker_harness import WorkerTopics, elo7_event, elo7_rows, produce_events, start_worker, wait_for_keys
+from tests.support.worker_harness import (
+    WorkerTopics,
+    elo7_event,
+    elo7_rows,
+    produce_events,
+    start_worker,
+    wait_for_keys,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 N = 2000

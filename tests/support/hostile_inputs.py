@@ -1,7 +1,8 @@
-"""Hostile inputs for the fuzz tests (tests/test_fuzz_validation.py, tests/test_fuzz_worker.py).
+"""Hostile inputs for the fuzz tests (tests/worker/test_dead_letters_fuzz.py, tests/e2e/test_fuzz_worker.py)
+and the fast-path checks (tests/worker/test_fast_paths.py).
 
 What any producer can put on ``products``, well beyond the ordinary malformed cases of
-tests/test_dead_letters.py:
+tests/worker/test_dead_letters.py and tests/e2e/test_dead_letter_stream.py:
 
 * `raw_values(max_size)`: any bytes: empty, binary, huge, invalid UTF-8 (also spliced into JSON),
   BOM-prefixed / UTF-16 / CESU-8 encoded JSON, truncated JSON, JSON that is not an object, sizes at

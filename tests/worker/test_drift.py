@@ -2,7 +2,7 @@
 replays that re-send the same ids, resolutions, and the drift topic's JSON Schema.
 
 Everything goes through the worker's `DriftTracker` (the interface the batch path calls), with a
-duck-typed bundle and the real `Settings`.
+duck-typed bundle and the real `Settings`. The id function itself is in tests/core/test_drift_alerts.py.
 """
 
 from __future__ import annotations
@@ -80,30 +80,7 @@ def keyed(records: list[dict]) -> dict[tuple[str, str, int, int], dict]:
     return out
 
 
-# -- alert_id ---------------------------------------------------------------------------------------
-
-ID_ARGS = ("firing", "embedding_drift", "v1", "g", "products", 0, 100, 200)
-
-
-def test_alert_id_is_a_deterministic_hex_digest() -> None:
-    first = alert_id(*ID_ARGS)
-    assert first == alert_id(*ID_ARGS)
-    assert len(first) == 32 and int(first, 16) >= 0
-
-
-@pytest.mark.parametrize(("index", "other"), [
-    (0, "resolved"), (1, "category_mix"), (2, "v2"), (3, "g2"), (4, "products2"), (5, 1), (6, 0), (7, 300),
-])
-def test_alert_id_changes_with_every_identifying_field(index: int, other: Any) -> None:
-    args = list(ID_ARGS)
-    args[index] = other
-    assert alert_id(*args) != alert_id(*ID_ARGS)
-
-
-def test_alert_id_is_not_fooled_by_separators() -> None:
-    # Fields are encoded as a JSON list: moving text between group and topic changes the id.
-    assert alert_id("firing", "category_mix", "v1", "a|b", "c", 0, 0, W) != alert_id(
-        "firing", "category_mix", "v1", "a", "b|c", 0, 0, W)
+# -- the ids records carry ------------------------------------------------------------------------
 
 
 def test_records_carry_the_id_of_their_window_whatever_the_worker() -> None:

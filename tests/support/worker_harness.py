@@ -294,14 +294,14 @@ def wait_for_keys(broker: str, topic: str, expected: set[str], timeout: float = 
     return by_key
 
 
-# -- fault injection, commits, metrics (tests/test_faults.py) ----------------------------------------
+# -- fault injection, commits, metrics (tests/e2e/test_faults.py) ----------------------------------------
 
-FAULT_LAUNCHER = ("-m", "tests.faults.launcher")
+FAULT_LAUNCHER = ("-m", "tests.support.fault_launcher")
 
 
 @dataclass
 class LaunchedWorkerProcess(WorkerProcess):
-    """A `WorkerProcess` started with ``python -m tests.faults.launcher`` (the real worker CLI with the
+    """A `WorkerProcess` started with ``python -m tests.support.fault_launcher`` (the real worker CLI with the
     ``FAULT_*`` faults of its env injected) instead of ``python -m stream_app worker``."""
 
     module_args: tuple[str, ...] = FAULT_LAUNCHER

@@ -1,7 +1,7 @@
 """Fuzzing the live worker: real Elo7 traffic interleaved with hostile messages, through the real broker.
 
 One worker (the real subprocess, default STREAM_MAX_MESSAGE_BYTES) gets ~300 Elo7 products shuffled
-with the named corpus of tests/hostile_inputs.py (its ~900 KB messages and huge keys included) and
+with the named corpus of tests/support/hostile_inputs.py (its ~900 KB messages and huge keys included) and
 ~100 messages drawn from the hostile strategies with a fixed seed. Every input is then accounted for
 by its source position: the producer's delivery reports give each message's (partition, offset), and
 every `categories` record and dead letter carries ``source.partition`` / ``source.offset``.
@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 
 from stream_app.messages import DeadLetterReason
 from stream_app.worker.dead_letters import dlq_key
-from tests.hostile_inputs import (
+from tests.support.hostile_inputs import (
     CORPUS,
     CORPUS_VALID,
     MAX_MESSAGE_BYTES,
@@ -50,7 +50,7 @@ from tests.hostile_inputs import (
     kafka_keys,
     raw_values,
 )
-from tests.worker_harness import (
+from tests.support.worker_harness import (
     PARTITIONS,
     WorkerTopics,
     elo7_event,

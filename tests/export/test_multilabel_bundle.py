@@ -14,6 +14,7 @@ from stream_app.core.bundle import Bundle
 from stream_app.core.pipeline import Pipeline
 from tests.fixtures.bundle import FASHION_STYLES, FASHION_TEXT, ROOT
 
+pytestmark = pytest.mark.bundle  # builds its own multi-label bundle (~40 s)
 LEVELS = ["masterCategory", "subCategory", "articleType"]
 
 

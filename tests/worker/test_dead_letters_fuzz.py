@@ -12,7 +12,7 @@ What "fixed" means for one message, whatever its bytes:
   ~1,000,000-byte value and a huge key.
 * Ordinary products stay valid.
 
-Strategies and the named corpus are in tests/hostile_inputs.py.
+Strategies and the named corpus are in tests/support/hostile_inputs.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from stream_app.core.text import TextTemplate
 from stream_app.messages import DeadLetter, DeadLetterReason, ProductEvent
 from stream_app.worker.dead_letters import Rejected, Valid, classify, dead_letter, dlq_key
-from tests.hostile_inputs import (
+from tests.support.hostile_inputs import (
     CORPUS,
     MAX_MESSAGE_BYTES,
     MAX_OUTPUT_BYTES,

@@ -1,1 +1,0 @@
-"""Fault injection for the real worker process (see ``tests.faults.launcher``)."""
