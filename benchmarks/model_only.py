@@ -1,16 +1,16 @@
 """Model-only timings of the bundle's INT8 graph (no Kafka, no JSON, no decoding).
 
 Contract: `measure_model_only(bundle, texts, ...)` tokenizes ``texts`` once (tokenization is not
-timed) and times `Categorizer.run_ids`, the exact code the worker runs, in these ways (``batch_size``
+timed) and times `OnnxCategorizer.run_ids`, the exact code the worker runs, in these ways (``batch_size``
 is the model batch, the worker's STREAM_MODEL_BATCH_SIZE; ``micro_batch`` is the worker's
 STREAM_BATCH_SIZE):
 
-* ``sorted``: all texts in one call, so Categorizer sorts them by token length and cuts batches of
+* ``sorted``: all texts in one call, so OnnxCategorizer sorts them by token length and cuts batches of
   ``batch_size`` (padding to the batch maximum stays small). The model's best case: an upper bound
   no stream reaches, since a worker only ever sorts the micro-batch it holds.
 * ``arrival``: batches of ``batch_size`` in random order, one call each. Sorting inside a batch of
   32 removes no padding: this is what the worker ran before it took larger micro-batches.
-* ``window``: arrival-order windows of ``micro_batch`` texts, one call each, so Categorizer sorts
+* ``window``: arrival-order windows of ``micro_batch`` texts, one call each, so OnnxCategorizer sorts
   each window and cuts it into batches of ``batch_size``. This is exactly the worker's batching
   under a backlog (one ``Pipeline.predict`` per micro-batch of STREAM_BATCH_SIZE messages): the
   model-only reference at the same batching for the end-to-end figure.
@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from stream_app.core.bundle import Bundle
-from stream_app.core.model import Categorizer
+from stream_app.core.model import OnnxCategorizer
 from stream_app.core.pipeline import Pipeline
 
 
@@ -89,11 +89,11 @@ def _arrival_order(items: Sequence[Any], seed: int) -> list[Any]:
     return shuffled
 
 
-def _warm(categorizer: Categorizer, ids: Sequence[Sequence[int]], batch_size: int) -> None:
+def _warm(categorizer: OnnxCategorizer, ids: Sequence[Sequence[int]], batch_size: int) -> None:
     categorizer.run_ids(ids[: batch_size * 2])  # first runs allocate arenas: keep them out of the timings
 
 
-def _run_windows(categorizer: Categorizer, ids: Sequence[Sequence[int]], window: int) -> None:
+def _run_windows(categorizer: OnnxCategorizer, ids: Sequence[Sequence[int]], window: int) -> None:
     for chunk in _chunks(ids, window):
         categorizer.run_ids(chunk)
 
@@ -120,7 +120,7 @@ def measure_model_only(
 ) -> ModelOnlyResult:
     """Time the bundle's model on ``texts`` (see module docstring). Nothing is asserted."""
     manifest = bundle.manifest
-    categorizer = Categorizer(bundle.model_path, bundle.tokenizer_path, manifest.max_tokens, threads, batch_size)
+    categorizer = OnnxCategorizer(bundle.model_path, bundle.tokenizer_path, manifest.max_tokens, threads, batch_size)
     ids = categorizer.encode(texts)
     lengths = np.array([len(x) for x in ids])
     shuffled = _arrival_order(ids, seed)
@@ -186,7 +186,8 @@ def measure_references(bundle: Bundle, texts: Sequence[str], threads: int = 2, b
 
     Re-measured right after the end-to-end run to bracket it: ``{"sorted_tps", "window_tps"}``.
     """
-    categorizer = Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads, batch_size)
+    categorizer = OnnxCategorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads,
+                                  batch_size)
     ids = categorizer.encode(texts)
     windows = _chunks(_arrival_order(ids, seed), micro_batch)
     _warm(categorizer, ids, batch_size)
@@ -210,10 +211,10 @@ def measure_thread_options(bundle: Bundle, texts: Sequence[str], batch_size: int
 
     from stream_app.core.model import session_options
 
-    categorizers: dict[tuple[int, bool], Categorizer] = {}
+    categorizers: dict[tuple[int, bool], OnnxCategorizer] = {}
     for threads, spinning in configs:
-        categorizer = Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads,
-                                  batch_size)
+        categorizer = OnnxCategorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads,
+                                      batch_size)
         options = session_options(threads)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         categorizer.session = ort.InferenceSession(str(bundle.model_path), sess_options=options,
@@ -245,7 +246,8 @@ def measure_model_batches(bundle: Bundle, texts: Sequence[str], threads: int = 1
     """texts/s of arrival-order windows (micro-batches) of each size, sorted and cut into model batches of
     each size (STREAM_MODEL_BATCH_SIZE): small windows are what a worker sees under light load, 256
     under a backlog. Passes alternate for ``rounds`` rounds; median per (model batch, window)."""
-    categorizers = {mb: Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads, mb)
+    categorizers = {mb: OnnxCategorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads,
+                                        mb)
                     for mb in model_batches}
     ids = _arrival_order(next(iter(categorizers.values())).encode(texts), seed)
     for categorizer in categorizers.values():

@@ -43,7 +43,7 @@ from rich.table import Table
 
 from benchmarks.data import ROOT, load_products, render_texts
 from stream_app.core.bundle import Bundle
-from stream_app.core.model import Categorizer, pad_batch, session_options
+from stream_app.core.model import OnnxCategorizer, pad_batch, session_options
 
 CACHE = ROOT / ".cache" / "bench"
 NOTES_PLAIN_INT8_TPS = 1600.0  # shared/NOTES.md: plain MiniLM INT8 per-channel, batch 32, ~24 tokens
@@ -175,7 +175,8 @@ def main(
     loaded = Bundle.load(bundle)
     encoder_dir = encoder or resolve_encoder(None)[1]
     sample = render_texts(loaded.manifest.text, load_products(texts))
-    categorizer = Categorizer(loaded.model_path, loaded.tokenizer_path, loaded.manifest.max_tokens, threads, batch_size)
+    categorizer = OnnxCategorizer(loaded.model_path, loaded.tokenizer_path, loaded.manifest.max_tokens, threads,
+                                  batch_size)
     ids = categorizer.encode(sample)
     batches = _batches(ids, batch_size, categorizer.pad_id)
     options = session_options(threads)

@@ -13,7 +13,7 @@ mean-pools, applies the head, and re-tokenizes for the lexical and TF-IDF branch
 token ids the pipeline does not return. We
 give the baseline the benefit of the doubt where it costs nothing: ``return_tensors=True`` (no
 nested Python lists), the same truncation (max_tokens) and ``torch.set_num_threads`` equal to
-onnxruntime's. Wrapping ``export.model.CategorizerModel`` in a custom ``Pipeline`` subclass was the
+onnxruntime's. Wrapping ``export.model.TorchCategorizer`` in a custom ``Pipeline`` subclass was the
 alternative; transformers' ``Pipeline`` expects a ``PreTrainedModel`` (``.device``,
 ``.can_generate()``, ``.config``), so it needs shims a user would not write.
 

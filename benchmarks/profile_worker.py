@@ -46,10 +46,9 @@ from benchmarks.worker import (
     OutputCollector,
     WorkerProcess,
     cpu_seconds,
-    free_port,
     worker_env,
 )
-from stream_app.broker import is_ready
+from stream_app.broker import free_port, is_ready
 from stream_app.core.bundle import Bundle, BundleError
 
 console = Console(width=None if sys.stdout.isatty() else 160)

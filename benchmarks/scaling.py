@@ -45,13 +45,13 @@ from benchmarks.worker import (
     assigned_partitions,
     batch_delta,
     cpu_seconds,
-    free_port,
     sched_delta,
     thread_sched,
     worker_batch_stats,
     worker_counters,
     worker_env,
 )
+from stream_app.broker import free_port
 
 RESUME_S = 2.0
 SHADOW_COUNTERS = ("stream_shadow_messages_total", "stream_shadow_seconds_total", "stream_shadow_failures_total")

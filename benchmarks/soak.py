@@ -77,8 +77,8 @@ from rich.table import Table
 
 from benchmarks.data import elo7_path
 from benchmarks.run import _git_commit
-from benchmarks.worker import BenchmarkError, BenchTopics, WorkerProcess, free_port, process_memory_mb, worker_env
-from stream_app.broker import is_ready, recorded_pid
+from benchmarks.worker import BenchmarkError, BenchTopics, WorkerProcess, process_memory_mb, worker_env
+from stream_app.broker import free_port, is_ready, recorded_pid
 from stream_app.core.bundle import Bundle, BundleError
 from stream_app.kafka.admin import create_topics
 from stream_app.kafka.config import client_config, consumer_config, producer_config

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +44,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from stream_app.broker import free_port  # noqa: F401 - re-exported: benchmarks/run.py imports it from here
 from stream_app.kafka.admin import create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,12 +52,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class BenchmarkError(RuntimeError):
     """A benchmark stage could not complete (the message says which and why)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def die_with_parent() -> None:

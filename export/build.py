@@ -35,14 +35,14 @@ from export.tfidf_branch import (
 from export.thresholds import tune_thresholds
 from stream_app.core.bundle import SCHEMA_VERSION, Bundle, Manifest, Parity, sha256_file
 from stream_app.core.decoding import decision_matrix
-from stream_app.core.model import Categorizer, load_tokenizer
+from stream_app.core.model import OnnxCategorizer, load_tokenizer
 from stream_app.core.splits import SplitSpec, split_indices
 from stream_app.core.text import TextTemplate
 
 if TYPE_CHECKING:  # torch loads only once the input is read (see build)
     from tokenizers import Tokenizer
 
-    from export.model import CategorizerModel
+    from export.model import TorchCategorizer
 
 PARITY_ROWS = 256
 # INT8 vs fp32 parity of a frozen (quick) build: the first test rows only, since the fp32 graph runs
@@ -113,7 +113,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
         ids = _encode(tokenizer, examples.texts)
 
     # torch is imported only now, so that bad input fails in a second, not after the torch import.
-    from export.model import CategorizerModel
+    from export.model import TorchCategorizer
     from export.onnx_export import export_core, int8_parity, int8_pooled_embeddings, quantize_int8, torch_parity
     from export.train import seed_everything, train_finetune, train_frozen
 
@@ -135,7 +135,7 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
         else:
             start = encoder_dir if config.warm_start is None else checkpoint_encoder(config.warm_start)
             seed_everything(config.train.seed)  # the head's initial weights: torch seeds itself at random per process
-            model = CategorizerModel.from_pretrained(start, len(labels), lexical=config.lexical)
+            model = TorchCategorizer.from_pretrained(start, len(labels), lexical=config.lexical)
             warm = (None if config.warm_start is None
                     else warm_start(model, config.warm_start, labels, config.max_tokens))
             train_ids = [ids[i] for i in sides["train"]]
@@ -179,8 +179,8 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             # One pass of the INT8 core over validation and test gives the bundle graph's embeddings and
             # its logits before the branch; the weight is chosen on them, and the bundle graph's
             # probabilities are those logits plus the weighted margins (checked on the graph below).
-            int8_core = Categorizer(core_int8_path, staging / "tokenizer.json", config.max_tokens,
-                                    outputs=("embedding", "logits"))
+            int8_core = OnnxCategorizer(core_int8_path, staging / "tokenizer.json", config.max_tokens,
+                                        outputs=("embedding", "logits"))
             core_out = {side: int8_core.run_ids([ids[i] for i in sides[side]]) for side in ("validation", "test")}
             if drift_fit is None:  # the training rows k-means uses: faiss would sample k * 256 of more
                 rows = sample_rows(len(sides["train"]), config.k * MAX_POINTS_PER_CENTROID, config.train.seed)
@@ -205,14 +205,14 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             # The bundle graph computes what was composed above, on the same batches (INT8 activations
             # are quantized per batch, so the batches must match); else the metrics below would not
             # describe the graph in the bundle.
-            int8 = Categorizer(int8_path, staging / "tokenizer.json", config.max_tokens)
+            int8 = OnnxCategorizer(int8_path, staging / "tokenizer.json", config.max_tokens)
             shipped = int8.run_ids(test_ids[:PARITY_ROWS])
             composed = branch.complete(int8_core.run_ids(test_ids[:PARITY_ROWS]), test_ids[:PARITY_ROWS])
             gap = max(float(np.abs(shipped.embeddings - composed.embeddings).max()),
                       float(np.abs(shipped.probabilities - composed.probabilities).max()))
             if gap > 1e-4:  # float32 rounding of the margins, times w up to 64, stays far below this
                 raise RuntimeError(f"{int8_path.name} differs from its INT8 core + TF-IDF margins by {gap:.2e}")
-            fp32 = Categorizer(fp32_path, staging / "tokenizer.json", config.max_tokens)
+            fp32 = OnnxCategorizer(fp32_path, staging / "tokenizer.json", config.max_tokens)
             n = len(test_ids) if config.train.mode != "frozen" else min(len(test_ids), QUICK_INT8_PARITY_ROWS)
             reference = fp32.run_ids(test_ids[:n])
             parity = Parity(
@@ -307,13 +307,13 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
     return BuildResult(manifest, summary)
 
 
-def load_checkpoint(folder: Path, labels: list[str], max_tokens: int) -> tuple[CategorizerModel, dict[str, Any]]:
+def load_checkpoint(folder: Path, labels: list[str], max_tokens: int) -> tuple[TorchCategorizer, dict[str, Any]]:
     """A model saved by `save_checkpoint` (re-export without retraining); labels and max tokens must match."""
     import json
 
     import torch
 
-    from export.model import CategorizerModel
+    from export.model import TorchCategorizer
 
     meta_path = folder / "labels.json"
     if not meta_path.is_file():
@@ -323,7 +323,7 @@ def load_checkpoint(folder: Path, labels: list[str], max_tokens: int) -> tuple[C
         raise CatalogError(f"{meta_path}: checkpoint labels {meta['labels']} differ from the catalog's {labels}")
     if meta["max_tokens"] != max_tokens:
         raise CatalogError(f"{meta_path}: checkpoint max_tokens {meta['max_tokens']} != --max-tokens {max_tokens}")
-    model = CategorizerModel.from_pretrained(folder / "encoder", len(labels), lexical=meta["lexical"])
+    model = TorchCategorizer.from_pretrained(folder / "encoder", len(labels), lexical=meta["lexical"])
     missing, unexpected = model.load_state_dict(torch.load(folder / "categorizer_head.pt"), strict=False)
     if unexpected or any(not k.startswith("encoder.") for k in missing):
         raise CatalogError(f"{folder / 'categorizer_head.pt'}: does not fit the model "
@@ -341,7 +341,7 @@ def checkpoint_encoder(folder: Path) -> Path:
     return folder / "encoder"
 
 
-def warm_start(model: CategorizerModel, folder: Path, labels: list[str], max_tokens: int) -> dict[str, Any]:
+def warm_start(model: TorchCategorizer, folder: Path, labels: list[str], max_tokens: int) -> dict[str, Any]:
     """Load a checkpoint's head into a model built on its encoder (`checkpoint_encoder`), before training.
 
     The head (and the lexical branch) load row by row for the labels both know, so a catalog with a
@@ -374,7 +374,7 @@ def warm_start(model: CategorizerModel, folder: Path, labels: list[str], max_tok
             "lexical": lexical}
 
 
-def save_checkpoint(model: CategorizerModel, encoder_dir: Path, folder: Path, labels: list[str], max_tokens: int,
+def save_checkpoint(model: TorchCategorizer, encoder_dir: Path, folder: Path, labels: list[str], max_tokens: int,
                     training: dict[str, Any]) -> None:
     """The trained weights in PyTorch form: HF encoder folder + head/lexical state (not part of the bundle)."""
     import json

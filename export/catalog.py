@@ -17,8 +17,8 @@ from typing import Literal
 import pandas as pd
 
 # The reader and its error are shared with the replay tool (stream_app must not import export).
-from stream_app.catalog import CatalogError, read_table
-from stream_app.core.text import TextTemplate
+from stream_app.catalog import ELO7_COLUMNS, ELO7_LABEL_COLUMN, CatalogError, read_table
+from stream_app.core.text import CANONICAL_FIELDS, TextTemplate
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class LabelSpec:
     """
 
     kind: Literal["single", "multi", "hierarchy"] = "single"
-    columns: tuple[str, ...] = ("category",)
+    columns: tuple[str, ...] = (ELO7_LABEL_COLUMN,)
     delimiter: str = "|"
     path_separator: str = "/"
 
@@ -46,7 +46,8 @@ class LabelSpec:
                    path_separator=str(data["path_separator"]))
 
 
-ELO7_TEXT_COLUMNS = {"title": "title", "tags": "concatenated_tags"}
+# The text part of Elo7's column mapping (title, tags): the default text columns of a build.
+ELO7_TEXT_COLUMNS = {name: column for name, column in ELO7_COLUMNS.items() if name in CANONICAL_FIELDS}
 
 
 @dataclass

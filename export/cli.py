@@ -17,6 +17,7 @@ from rich.table import Table
 
 from export.catalog import ELO7_TEXT_COLUMNS, LabelSpec
 from export.config import ProgressHook
+from stream_app.catalog import ELO7_LABEL_COLUMN
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -44,7 +45,7 @@ def _label_spec(label_column: str | None, labels_column: str | None, delimiter: 
         return LabelSpec("multi", (labels_column,), delimiter)
     if hierarchy:
         return LabelSpec("hierarchy", tuple(c.strip() for c in hierarchy.split(",") if c.strip()))
-    return LabelSpec("single", (label_column or "category",))
+    return LabelSpec("single", (label_column or ELO7_LABEL_COLUMN,))
 
 
 def _progress() -> tuple[Progress, ProgressHook]:

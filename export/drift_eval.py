@@ -59,6 +59,7 @@ from export.catalog import (
     read_table,
 )
 from export.false_alarms import block_bootstrap_indices
+from stream_app.catalog import ELO7_LABEL_COLUMN
 from stream_app.core.drift.binomial import critical_count
 from stream_app.core.drift.category_mix import (
     DEFAULT_CATEGORY_ALPHA,
@@ -84,7 +85,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "drift-eval"
 DEFAULT_LEAVE_OUT = ("Bijuterias e Jóias", "Outros")
 DEFAULT_SHARES = (0.02, 0.05, 0.10, 0.25)
-LABEL_COLUMN = "category"
 # The frozen recipe of tests/fixtures/bundle.py (without its --sample: see `--sample`).
 RECIPE = {"mode": "frozen", "seed": 13, "k": 32}
 # Bump to invalidate the cached leave-out bundles when the recipe's code changes (or pass --rebuild):
@@ -128,7 +128,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
-def split_catalog(data: Path, category: str, label_column: str = LABEL_COLUMN) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_catalog(
+    data: Path, category: str, label_column: str = ELO7_LABEL_COLUMN
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(catalog without ``category``, the rows of ``category``) as data frames."""
     frame = read_table(data)
     if label_column not in frame.columns:

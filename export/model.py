@@ -52,7 +52,7 @@ class LexicalBranch(nn.Module):
         return summed if self.project is None else self.project(summed)
 
 
-class CategorizerModel(nn.Module):
+class TorchCategorizer(nn.Module):
     """Encoder + head + lexical branch. `forward` returns (embedding, probabilities)."""
 
     def __init__(self, encoder: nn.Module, num_labels: int, vocab_size: int, lexical: bool = True,
@@ -65,7 +65,7 @@ class CategorizerModel(nn.Module):
         self.lexical = LexicalBranch(vocab_size, num_labels) if lexical else None
 
     @classmethod
-    def from_pretrained(cls, encoder_dir: Path, num_labels: int, lexical: bool = True) -> CategorizerModel:
+    def from_pretrained(cls, encoder_dir: Path, num_labels: int, lexical: bool = True) -> TorchCategorizer:
         encoder = AutoModel.from_pretrained(str(encoder_dir), local_files_only=True)
         return cls(encoder, num_labels, encoder.config.vocab_size, lexical=lexical)
 

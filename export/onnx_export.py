@@ -18,14 +18,14 @@ import numpy as np
 import torch
 
 from export.config import ProgressHook
-from export.model import CategorizerModel
+from export.model import TorchCategorizer
 from export.train import pad
 
 OPSET = 17
 
 
 class _Graph(torch.nn.Module):
-    def __init__(self, model: CategorizerModel) -> None:
+    def __init__(self, model: TorchCategorizer) -> None:
         super().__init__()
         self.model = model
 
@@ -33,7 +33,7 @@ class _Graph(torch.nn.Module):
         return self.model.embedding_and_logits(input_ids, attention_mask)
 
 
-def export_core(model: CategorizerModel, path: Path) -> None:
+def export_core(model: TorchCategorizer, path: Path) -> None:
     """torch.onnx legacy exporter (faster graphs here than the dynamo export), opset 17."""
     model.eval()
     ids, mask = pad([[101, 2000, 2001, 102], [101, 2000, 102]])
@@ -58,7 +58,7 @@ def export_core(model: CategorizerModel, path: Path) -> None:
 
 
 class _Pooled(torch.nn.Module):
-    def __init__(self, model: CategorizerModel) -> None:
+    def __init__(self, model: TorchCategorizer) -> None:
         super().__init__()
         self.model = model
 
@@ -66,7 +66,7 @@ class _Pooled(torch.nn.Module):
         return self.model.pooled(input_ids, attention_mask)
 
 
-def int8_pooled_embeddings(model: CategorizerModel, ids: Sequence[Sequence[int]], pad_id: int,
+def int8_pooled_embeddings(model: TorchCategorizer, ids: Sequence[Sequence[int]], pad_id: int,
                            progress: ProgressHook | None = None, description: str = "INT8 encoder: embedding",
                            batch_size: int = 32, threads: int = 2) -> torch.Tensor:
     """Mean-pooled (unnormalized) outputs of the model's encoder exported and quantized as the bundle's
@@ -154,7 +154,7 @@ def halve_lookup_tables(path: Path, min_elements: int = 1_000_000) -> None:
 
 
 @torch.no_grad()
-def torch_parity(model: CategorizerModel, onnx_path: Path, ids: Sequence[Sequence[int]],
+def torch_parity(model: TorchCategorizer, onnx_path: Path, ids: Sequence[Sequence[int]],
                  extra_logits: np.ndarray | None = None, batch_size: int = 32) -> float:
     """Max |difference| over both outputs between PyTorch and the final fp32 ONNX graph on these inputs.
 

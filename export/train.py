@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from export.config import ProgressHook, TrainConfig, no_progress
-from export.model import CategorizerModel, joint_loss
+from export.model import TorchCategorizer, joint_loss
 
 
 def seed_everything(seed: int) -> None:
@@ -49,7 +49,7 @@ def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random |
 
 
 @torch.no_grad()
-def pooled_embeddings(model: CategorizerModel, ids: Sequence[Sequence[int]], batch_size: int,
+def pooled_embeddings(model: TorchCategorizer, ids: Sequence[Sequence[int]], batch_size: int,
                       progress: ProgressHook = no_progress, description: str = "embedding") -> torch.Tensor:
     """Mean-pooled (unnormalized) encoder outputs, in input order."""
     model.eval()
@@ -73,7 +73,7 @@ def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_frozen(model: CategorizerModel, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
+def train_frozen(model: TorchCategorizer, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
                  progress: ProgressHook = no_progress, offsets: np.ndarray | None = None,
                  pooled: torch.Tensor | None = None) -> dict[str, float]:
     """Encoder frozen: cache pooled embeddings once, then train head and lexical branch.
@@ -137,14 +137,14 @@ def _step(loss: torch.Tensor, optimizers: list[torch.optim.Optimizer], clip: lis
     return loss.item()
 
 
-def _sparse_optimizer(model: CategorizerModel, config: TrainConfig) -> list[torch.optim.Optimizer]:
+def _sparse_optimizer(model: TorchCategorizer, config: TrainConfig) -> list[torch.optim.Optimizer]:
     """SparseAdam for the lexical table (its gradients are sparse rows)."""
     if model.lexical is None:
         return []
     return [torch.optim.SparseAdam(list(model.lexical.table.parameters()), lr=config.lr_lexical)]
 
 
-def train_finetune(model: CategorizerModel, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
+def train_finetune(model: TorchCategorizer, ids: Sequence[Sequence[int]], targets: np.ndarray, config: TrainConfig,
                    progress: ProgressHook = no_progress, offsets: np.ndarray | None = None) -> dict[str, float]:
     """Encoder, head and lexical branch train together, with per-part learning rates.
 

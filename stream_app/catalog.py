@@ -10,11 +10,16 @@ Contract:
 * ``limit`` keeps the first N rows (CSV and JSON Lines stop reading there).
 * Every failure raises ``CatalogError`` whose message starts with the path: missing file, unsupported
   suffix, empty file, unreadable content, no rows.
+
+``ELO7_COLUMNS`` and ``ELO7_LABEL_COLUMN`` name the Elo7 catalog's columns: the defaults of the replay
+tool's column mapping and of the model build's text and label columns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import pandas as pd
 
@@ -22,6 +27,13 @@ import pandas as pd
 READERS = {
     ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
 }
+
+# Product event field -> the Elo7 catalog column that holds it (Elo7 has no description column).
+ELO7_COLUMNS: Mapping[str, str] = MappingProxyType({
+    "product_id": "product_id", "title": "title", "tags": "concatenated_tags", "event_time": "creation_date",
+})
+# The Elo7 column with each product's one category (the label).
+ELO7_LABEL_COLUMN = "category"
 
 
 class CatalogError(ValueError):

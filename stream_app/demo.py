@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from rich.console import Console
 
+from stream_app.broker import free_port
 from stream_app.core.splits import SplitSpec, side_of
 
 if TYPE_CHECKING:
@@ -37,12 +37,6 @@ console = Console(highlight=False, soft_wrap=True)  # one line per product, even
 
 class DemoError(RuntimeError):
     """The demo cannot continue; the message says why."""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def ensure_bundle(bundle: Path, datasets_dir: Path) -> None:
@@ -165,7 +159,7 @@ def run_demo(bundle: Path, datasets_dir: Path, broker_port: int, *, elo7_rows: i
         topics = {"input": "products" + suffix, "output": "categories" + suffix, "drift": "drift" + suffix,
                   "dlq": "products.dlq" + suffix}
         create_topics(brokers, {topics["input"]: 6, topics["output"]: 6, topics["drift"]: 1, topics["dlq"]: 6})
-        web_port = _free_port()
+        web_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
         env.update({
             "STREAM_BROKERS": brokers, "STREAM_BUNDLE_PATH": str(bundle.resolve()), "STREAM_WEB_PORT": str(web_port),

@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -57,6 +56,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from stream_app.broker import free_port
 from stream_app.core.splits import SplitSpec, side_of
 from stream_app.demo import DemoError, broker_on, console, ensure_bundle, worker_process
 
@@ -166,8 +166,7 @@ class LoopResult:
 
 def elo7_pool(bundle: Path, datasets_dir: Path) -> pd.DataFrame:
     """Distinct Elo7 products with their side of the bundle's product-id split (``side``)."""
-    frame = pd.read_parquet(datasets_dir / "elo7" / "products.parquet",
-                            columns=["product_id", "title", "concatenated_tags", "category"])
+    frame = pd.read_parquet(datasets_dir / "elo7" / "products.parquet", columns=CATALOG_COLUMNS)
     frame = frame.drop_duplicates("product_id").reset_index(drop=True)
     training = json.loads((bundle / "manifest.json").read_text())["training"]
     split = training["split"]
@@ -193,12 +192,6 @@ def fashion_pool(datasets_dir: Path) -> pd.DataFrame:
         "concatenated_tags": tags.str.strip(), "category": NEW_CATEGORY,
         "master_category": frame["masterCategory"].astype(str),
     }).reset_index(drop=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _take(frame: pd.DataFrame, n: int, what: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -484,7 +477,7 @@ def _loop(cfg: LoopConfig, out: Console, result: LoopResult, bundle: Path, datas
                   "dlq": f"loop-dlq-{tag}", "shadow": f"loop-shadow-{tag}"}
         create_topics(brokers, {topics["input"]: cfg.partitions, topics["output"]: cfg.partitions, topics["drift"]: 1,
                                 topics["dlq"]: cfg.partitions, topics["shadow"]: 1})
-        web_port = _free_port()
+        web_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
         env.update({
             "STREAM_BROKERS": brokers, "STREAM_BUNDLE_STORE": str(store.root),

@@ -1,9 +1,9 @@
 """Per-category thresholds -> a ranked list of categories.
 
-Contract: `decode` returns every category whose probability is at or above its threshold, ranked by
-probability (ties by label order), and always the top category first; when the top one is below its
-threshold it is marked `above_threshold=False`, so consumers can tell a confident decision from a
-best guess.
+Contract: `ranked_categories` returns every category whose probability is at or above its threshold,
+ranked by probability (ties by label order), and always the top category first; when the top one is
+below its threshold it is marked `above_threshold=False`, so consumers can tell a confident decision
+from a best guess.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ class CategoryScore:
     above_threshold: bool
 
 
-def decode(probabilities: np.ndarray, labels: Sequence[str], thresholds: Sequence[float]) -> list[CategoryScore]:
-    """Decode one row of probabilities (shape [C])."""
+def ranked_categories(
+    probabilities: np.ndarray, labels: Sequence[str], thresholds: Sequence[float]
+) -> list[CategoryScore]:
+    """The categories of one row of probabilities (shape [C]), as the module docstring says."""
     probs = np.asarray(probabilities, dtype=np.float64)
     if probs.shape != (len(labels),) or len(thresholds) != len(labels):
         raise ValueError(f"probabilities shape {probs.shape} does not match {len(labels)} labels/thresholds")
@@ -34,7 +36,7 @@ def decode(probabilities: np.ndarray, labels: Sequence[str], thresholds: Sequenc
 
 
 def decision_matrix(probabilities: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    """Vectorized decision for a batch [B, C]: the same label sets `decode` returns, as booleans."""
+    """Vectorized decision for a batch [B, C]: the same label sets `ranked_categories` returns, as booleans."""
     probs = np.asarray(probabilities)
     decided = probs >= np.asarray(thresholds)[None, :]
     top = probs.argmax(axis=1)

@@ -1,6 +1,6 @@
 """The ONNX categorizer: tokenizer + onnxruntime session, no torch.
 
-Contract: `Categorizer.run(texts)` returns L2-normalized embeddings [B, d] and sigmoid probabilities
+Contract: `OnnxCategorizer.run(texts)` returns L2-normalized embeddings [B, d] and sigmoid probabilities
 [B, C] in the order of `texts`. Texts are truncated to the bundle's max tokens. Inside, texts are
 sorted by token length and cut into batches so that padding stays small (padding to the batch
 maximum is the largest avoidable cost on CPU).
@@ -65,7 +65,7 @@ def pad_batch(ids: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray
     return input_ids, mask
 
 
-class Categorizer:
+class OnnxCategorizer:
     """Runs one exported graph. Thread-safe for concurrent `run` calls (onnxruntime sessions are)."""
 
     def __init__(self, model_path: Path, tokenizer_path: Path, max_tokens: int, threads: int = 2, batch_size: int = 32,

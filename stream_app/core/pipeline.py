@@ -13,8 +13,8 @@ import numpy as np
 
 from stream_app.core.bundle import Bundle
 from stream_app.core.centroids import CentroidIndex
-from stream_app.core.decoding import CategoryScore, decode
-from stream_app.core.model import Categorizer, ModelOutput
+from stream_app.core.decoding import CategoryScore, ranked_categories
+from stream_app.core.model import ModelOutput, OnnxCategorizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class Pipeline:
         self.labels = list(manifest.labels)
         self.thresholds = list(manifest.thresholds)
         self.tau = manifest.drift.tau
-        self.categorizer = Categorizer(model_path, bundle.tokenizer_path, manifest.max_tokens, threads, batch_size)
+        self.categorizer = OnnxCategorizer(model_path, bundle.tokenizer_path, manifest.max_tokens, threads, batch_size)
         self.centroids = CentroidIndex.load(bundle.centroids_path)
         if self.centroids.dim != manifest.embedding_dim:
             raise ValueError(
@@ -59,14 +59,15 @@ class Pipeline:
         return self.categorizer.run(texts)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        return self.decode(self.run(texts))
+        return self.predictions_from(self.run(texts))
 
-    def decode(self, output: ModelOutput) -> list[Prediction]:
+    def predictions_from(self, output: ModelOutput) -> list[Prediction]:
+        """One `Prediction` per row of ``output``: its ranked categories and its drift score."""
         distances, nearest = self.centroids.search(output.embeddings)
         tops = np.argmax(output.probabilities, axis=1) if len(output.probabilities) else []
         return [
             Prediction(
-                categories=decode(output.probabilities[i], self.labels, self.thresholds),
+                categories=ranked_categories(output.probabilities[i], self.labels, self.thresholds),
                 top_index=int(tops[i]),
                 drift=DriftScore(float(distances[i]), int(nearest[i]), bool(distances[i] > self.tau)),
             )

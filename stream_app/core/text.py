@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# The product fields a template may join into the model's text (a product event has more: see
+# stream_app.tools.produce.EVENT_FIELDS).
 CANONICAL_FIELDS = ("title", "tags", "description")
 
 

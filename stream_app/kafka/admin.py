@@ -9,7 +9,6 @@ created explicitly: Tansu auto-creates unknown topics with 4 partitions.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -80,23 +79,11 @@ def create_topics(
 def _topics_from_environment(partitions: int | None) -> tuple[str, dict[str, int], int, dict[str, Any]]:
     """(brokers, topic -> partitions, replication factor, client config) from STREAM_* variables.
 
-    Uses ``stream_app.settings`` (validation with messages naming the variable, the drift topic
-    with one partition) when it is importable, else a plain reader of the same variables.
+    Read by ``stream_app.settings`` (validation with messages naming the variable, the drift topic
+    with one partition).
     """
-    try:
-        from stream_app.settings import load_settings
-    except ImportError:
-        env = os.environ
-        count = partitions if partitions is not None else int(env.get("STREAM_PARTITIONS", "6"))
-        names = [
-            env.get("STREAM_INPUT_TOPIC", "products"),
-            env.get("STREAM_OUTPUT_TOPIC", "categories"),
-            env.get("STREAM_DRIFT_TOPIC", "drift"),
-            env.get("STREAM_DLQ_TOPIC", "products.dlq"),
-        ]
-        connection = ConnectionSettings.from_env(env)
-        replication = int(env.get("STREAM_REPLICATION_FACTOR", "1"))
-        return connection.brokers, dict.fromkeys(names, count), replication, build_client_config(settings=connection)
+    from stream_app.settings import load_settings
+
     settings = load_settings(**({"partitions": partitions} if partitions is not None else {}))
     connection = ConnectionSettings.from_settings(settings)
     return (

@@ -4,7 +4,7 @@ The command line is ``python -m stream_app produce`` (stream_app/__main__.py); t
 
 Catalog replay (``replay``)
 ---------------------------
-Each row becomes one JSON message, keyed by its product id (or another canonical field, ``key_field``)::
+Each row becomes one JSON message, keyed by its product id (or another event field, ``key_field``)::
 
     {"product_id": "...", "title": "...", "tags": "...", "description": "...", "event_time": "..."}
 
@@ -15,7 +15,7 @@ not filtered: an empty title (7 rows of the fashion catalog) reaches the worker,
 The file is read by ``stream_app.catalog.read_table`` (``.parquet``, ``.csv``, ``.jsonl`` / ``.ndjson``),
 the reader the model build uses too.
 
-Column mapping (``ColumnMapping``): canonical field <- source column. The defaults fit Elo7
+Column mapping (``ColumnMapping``): event field <- source column. The defaults fit Elo7
 (``product_id <- product_id``, ``title <- title``, ``tags <- concatenated_tags``,
 ``event_time <- creation_date``). A mapping string such as ``"title=productDisplayName,product_id=id"``
 overrides fields of the defaults; ``tags=`` (empty) unmaps a field; ``tags=articleType+baseColour``
@@ -59,12 +59,11 @@ from types import TracebackType
 import pandas as pd
 from confluent_kafka import KafkaError, Message, Producer
 
-from stream_app.catalog import CatalogError, read_joined, read_table
+from stream_app.catalog import ELO7_COLUMNS, CatalogError, read_joined, read_table
 from stream_app.kafka.config import producer_config
 from stream_app.tools.topics import ClientConfig
 
 ROW_NUMBER = "#row"
-CANONICAL_FIELDS = ("product_id", "title", "tags", "description", "event_time")
 
 # One Kafka record header: name, value.
 Header = tuple[str, bytes]
@@ -76,13 +75,13 @@ class ReplayError(RuntimeError):
 
 @dataclass(frozen=True)
 class ColumnMapping:
-    """Source column for each canonical field; ``None`` = not mapped. ``a+b`` joins columns."""
+    """Source column for each event field; ``None`` = not mapped. ``a+b`` joins columns. Defaults: Elo7's."""
 
-    product_id: str | None = "product_id"
-    title: str | None = "title"
-    tags: str | None = "concatenated_tags"
+    product_id: str | None = ELO7_COLUMNS["product_id"]
+    title: str | None = ELO7_COLUMNS["title"]
+    tags: str | None = ELO7_COLUMNS["tags"]
     description: str | None = None
-    event_time: str | None = "creation_date"
+    event_time: str | None = ELO7_COLUMNS["event_time"]
 
     @classmethod
     def parse(cls, spec: str, base: ColumnMapping | None = None) -> ColumnMapping:
@@ -92,9 +91,9 @@ class ColumnMapping:
         for part in filter(None, (p.strip() for p in spec.split(","))):
             name, sep, column = part.partition("=")
             name = name.strip()
-            if not sep or name not in CANONICAL_FIELDS:
+            if not sep or name not in EVENT_FIELDS:
                 raise ValueError(
-                    f"bad column mapping {part!r}: expected FIELD=COLUMN with FIELD in {CANONICAL_FIELDS}"
+                    f"bad column mapping {part!r}: expected FIELD=COLUMN with FIELD in {EVENT_FIELDS}"
                 )
             updates[name] = column.strip() or None
         if "product_id" in updates and updates["product_id"] is None:
@@ -102,7 +101,7 @@ class ColumnMapping:
         return replace(mapping, **updates)
 
     def source_columns(self) -> dict[str, list[str]]:
-        """Canonical field -> list of source columns (row number excluded)."""
+        """Event field -> list of source columns (row number excluded)."""
         out: dict[str, list[str]] = {}
         for f in fields(self):
             spec = getattr(self, f.name)
@@ -112,6 +111,9 @@ class ColumnMapping:
 
 
 ELO7_DEFAULTS = ColumnMapping()
+# The fields of a replayed product event (``ProductEvent``'s): what a column can be mapped to, or key a message.
+# Wider than ``stream_app.core.text.CANONICAL_FIELDS``, the fields the model's text is built from.
+EVENT_FIELDS = tuple(f.name for f in fields(ColumnMapping))
 
 
 def parse_header(spec: str) -> Header:
@@ -327,20 +329,20 @@ def replay(
     """Produce up to ``limit`` rows of ``file`` to ``topic`` as product events; return the number delivered.
 
     ``rate`` caps messages per second (token bucket); ``None`` = as fast as possible.
-    ``key_field`` names the canonical event field used as the message key.
+    ``key_field`` names the event field used as the message key.
     ``client_config`` is the connection dict of ``stream_app.kafka.config.client_config``; its
     ``bootstrap.servers`` is replaced by ``brokers``. ``progress`` draws a rich bar on stderr.
     Raises ``ValueError`` for a bad argument, ``ReplayError`` for a bad file, row or delivery.
     """
     file = Path(file)
     mapping = ColumnMapping.parse(columns) if isinstance(columns, str) else columns
-    if key_field not in CANONICAL_FIELDS:
-        raise ValueError(f"key_field must be one of {CANONICAL_FIELDS}, got {key_field!r}")
+    if key_field not in EVENT_FIELDS:
+        raise ValueError(f"key_field must be one of {EVENT_FIELDS}, got {key_field!r}")
     frame = read_catalog(file, limit, Path(join_by_position) if join_by_position else None)
     check_columns(frame, mapping, file)  # before any producer exists
     sender = _Sender(brokers, topic, client_config, rate, headers, partition)
     try:
-        with _Progress(progress, len(frame), f"{file.name} -> {topic}") as advance:
+        with _ReplayProgressBar(progress, len(frame), f"{file.name} -> {topic}") as advance:
             for product_id, event in iter_events(frame, mapping, file):
                 key = event.get(key_field, product_id)
                 sender.send(key.encode(), json.dumps(event, ensure_ascii=False).encode())
@@ -389,7 +391,7 @@ def produce_lines(
         sender.close()
 
 
-class _Progress:
+class _ReplayProgressBar:
     """Rich progress bar on stderr, or a no-op; entering gives the ``advance()`` callable."""
 
     def __init__(self, enabled: bool, total: int, description: str) -> None:

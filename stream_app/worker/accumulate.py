@@ -19,7 +19,7 @@ import asyncio
 from collections.abc import Sequence
 
 from stream_app.worker.batching import BatchProcessor
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 
 
 class ByteBudget:
@@ -47,7 +47,7 @@ class Batcher:
         self._max_messages = max_messages
         self._linger = linger
         self.budget = ByteBudget(max_bytes)
-        self._pending: list[Record] = []
+        self._pending: list[ConsumedRecord] = []
         self._submitting = asyncio.Lock()  # FIFO: batches are submitted in the order they were cut
         self._timer: asyncio.TimerHandle | None = None
         self._flushes: set[asyncio.Task[None]] = set()
@@ -58,7 +58,7 @@ class Batcher:
     def pending(self) -> int:
         return len(self._pending)
 
-    async def add(self, record: Record) -> None:
+    async def add(self, record: ConsumedRecord) -> None:
         await self.budget.acquire(record.size)
         self._pending.append(record)
         if len(self._pending) >= self._max_messages:
@@ -89,5 +89,5 @@ class Batcher:
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
 
-    def _release(self, records: Sequence[Record]) -> None:
+    def _release(self, records: Sequence[ConsumedRecord]) -> None:
         self.budget.release(sum(r.size for r in records))

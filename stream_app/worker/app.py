@@ -38,11 +38,11 @@ from stream_app.kafka.config import DEFAULT_SESSION_TIMEOUT_MS
 from stream_app.settings import Settings
 from stream_app.worker import health
 from stream_app.worker.accumulate import Batcher
-from stream_app.worker.batching import BatchProcessor, Progress
+from stream_app.worker.batching import BatchProcessor, BatchProgress
 from stream_app.worker.inference import ModelBroken
 from stream_app.worker.outputs import OutputBuilder, Topics
 from stream_app.worker.publish import Publish, RecordTooLarge
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 from stream_app.worker.serving import ServingModel
 from stream_app.worker.shadow import ShadowScorer
 from stream_app.worker.swap import ModelSwapper
@@ -122,7 +122,7 @@ class Runtime:
     app: faust.App
     processor: BatchProcessor
     batcher: Batcher
-    progress: Progress
+    progress: BatchProgress
     executor: ThreadPoolExecutor
     swapper: ModelSwapper | None = None
     bundle_loaded: bool = True
@@ -142,7 +142,7 @@ class Runtime:
         return sum(1 for tp in assignment if tp.topic == self.settings.input_topic)
 
 
-def _record(app: faust.App, event: EventT[bytes]) -> Record:
+def _consumed_record(app: faust.App, event: EventT[bytes]) -> ConsumedRecord:
     message = event.message
     # One extra reference: Faust's own ack (when the agent moves on) must not be the final one.
     message.incref()
@@ -152,7 +152,7 @@ def _record(app: faust.App, event: EventT[bytes]) -> Record:
         if event.ack():
             app.sensors.on_message_out(message.tp, message.offset, message)
 
-    return Record(
+    return ConsumedRecord(
         key=message.key,
         value=message.value,
         topic=message.topic,
@@ -202,7 +202,7 @@ def build_app(settings: Settings, model: ServingModel, executor: ThreadPoolExecu
         for name in (settings.output_topic, settings.drift_topic, settings.dlq_topic, settings.shadow_topic)
     }
     publisher = FaustPublisher(outputs, app)
-    progress = Progress()
+    progress = BatchProgress()
     builder = OutputBuilder(
         Topics(output=settings.output_topic, drift=settings.drift_topic, dlq=settings.dlq_topic),
         settings.max_output_bytes,
@@ -258,11 +258,13 @@ def build_app(settings: Settings, model: ServingModel, executor: ThreadPoolExecu
         app.timer(settings.bundle_poll_seconds, name="bundle_store")(follow_the_store)
         app.task(first_poll)
 
+    # Wraps each input message as a ConsumedRecord and hands it to the batcher (the batch path categorizes).
+    # The Faust agent keeps its name, "categorize", which logs show.
     @app.agent(input_topic, name="categorize")
-    async def categorize(stream: StreamT[bytes]) -> None:
+    async def feed_batcher(stream: StreamT[bytes]) -> None:
         try:
             async for event in stream.events():
-                record = _record(app, event)  # holds the message: only the commit step's ack releases it
+                record = _consumed_record(app, event)  # holds the message: only the commit step's ack releases it
                 if processor.failed:
                     # Stopping: take nothing more. Skipping the message instead would let Faust's own
                     # ack release it, and a new group would commit past the failed batch.

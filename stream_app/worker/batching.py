@@ -37,7 +37,7 @@ from stream_app.worker.commit import AckTurn, OrderedAcks
 from stream_app.worker.dead_letters import Rejected, Valid, classify, inference_failure
 from stream_app.worker.outputs import Output, OutputBuilder
 from stream_app.worker.publish import Publish
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 from stream_app.worker.serving import ServingModel
 from stream_app.worker.shadow import ShadowScorer
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Progress:
+class BatchProgress:
     """What liveness and the batcher need: when the loop last moved, what is held."""
 
     last_progress: float = field(default_factory=time.monotonic)
@@ -66,7 +66,7 @@ class BatchProcessor:
         max_in_flight: int,
         max_message_bytes: int,
         on_fatal: Callable[[BaseException], Awaitable[None]],
-        progress: Progress | None = None,
+        progress: BatchProgress | None = None,
     ) -> None:
         self.model = model
         self._outputs = outputs
@@ -74,14 +74,14 @@ class BatchProcessor:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._max_bytes = max_message_bytes
         self._on_fatal = on_fatal
-        self.progress = progress or Progress()
+        self.progress = progress or BatchProgress()
         self._acks = OrderedAcks()
         self._previous_sent: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._before_inference = 0  # batches submitted whose model call has not finished
         self.shadow: ShadowScorer | None = None  # a candidate scoring a share of the messages, off the path
         self.on_inference_idle: Callable[[], None] | None = None
-        self.on_batch_done: Callable[[Sequence[Record]], None] | None = None
+        self.on_batch_done: Callable[[Sequence[ConsumedRecord]], None] | None = None
 
     @property
     def failed(self) -> bool:
@@ -97,7 +97,7 @@ class BatchProcessor:
 
     # -- entry points ------------------------------------------------------------------------------
 
-    async def submit(self, records: Sequence[Record]) -> None:
+    async def submit(self, records: Sequence[ConsumedRecord]) -> None:
         """Schedule one batch (see module docstring). Waits while max_in_flight batches are pending."""
         if not records:
             return
@@ -125,7 +125,7 @@ class BatchProcessor:
     # -- one batch ---------------------------------------------------------------------------------
 
     async def _process(
-        self, records: list[Record], model: ServingModel, previous: asyncio.Future[None] | None,
+        self, records: list[ConsumedRecord], model: ServingModel, previous: asyncio.Future[None] | None,
         sent: asyncio.Future[None], turn: AckTurn,
     ) -> None:
         try:
@@ -160,7 +160,7 @@ class BatchProcessor:
                 self.on_batch_done(records)
 
     async def _validate_and_infer(
-        self, records: list[Record], model: ServingModel
+        self, records: list[ConsumedRecord], model: ServingModel
     ) -> tuple[list[Valid | Rejected], dict[int, Prediction | Rejected], dict[int, str]]:
         """Outcome per record; prediction and rendered text per valid record's index."""
         try:
@@ -174,7 +174,8 @@ class BatchProcessor:
                 self.on_inference_idle()
 
     def _outputs_of(
-        self, model: ServingModel, record: Record, outcome: Valid | Rejected, result: Prediction | Rejected | None
+        self, model: ServingModel, record: ConsumedRecord, outcome: Valid | Rejected,
+        result: Prediction | Rejected | None,
     ) -> list[Output]:
         """The record's primary output, then the drift alerts it raised (consumption order)."""
         processed_at = datetime.now(UTC)

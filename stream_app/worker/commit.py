@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 
 
 class AckTurn:
@@ -28,7 +28,7 @@ class AckTurn:
         self._previous = previous
         self._done = done
 
-    async def ack(self, records: Sequence[Record]) -> bool:
+    async def ack(self, records: Sequence[ConsumedRecord]) -> bool:
         """Ack ``records`` once every earlier batch is settled; False (nothing acked) after a failure."""
         try:
             if self._previous is not None:

@@ -28,7 +28,7 @@ from stream_app.worker.dead_letters import (
     dlq_key,
     output_too_large,
 )
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ class OutputBuilder:
         self.topics = topics
         self.max_output_bytes = max_output_bytes
 
-    def categorized(self, record: Record, event: ProductEvent, prediction: Prediction, model_version: str) -> Output:
+    def categorized(
+        self, record: ConsumedRecord, event: ProductEvent, prediction: Prediction, model_version: str
+    ) -> Output:
         """The ``categories`` record; raises ValueError when it cannot be built (e.g. NaN scores)."""
         drift = prediction.drift
         processed_at = _utcnow()
@@ -70,7 +72,7 @@ class OutputBuilder:
         origin = event.event_time.timestamp() if isinstance(event.event_time, datetime) else record.timestamp
         return Output(self.topics.output, event.key, value, "categories", origin)
 
-    def dead_letter(self, record: Record, rejected: Rejected, max_bytes: int | None = None) -> Output:
+    def dead_letter(self, record: ConsumedRecord, rejected: Rejected, max_bytes: int | None = None) -> Output:
         letter = dead_letter(record.key, record.value, rejected, record.topic, record.partition, record.offset,
                              max_bytes=max_bytes or self.max_output_bytes)
         metrics.DEAD_LETTERS.labels(reason=rejected.reason.value).inc()
@@ -79,7 +81,7 @@ class OutputBuilder:
         return Output(self.topics.dlq, dlq_key(record.key), letter.model_dump_json().encode("utf-8"),
                       f"dead_letter:{rejected.reason.value}")
 
-    def refused(self, record: Record, output: Output, error: BaseException, max_bytes: int) -> Output:
+    def refused(self, record: ConsumedRecord, output: Output, error: BaseException, max_bytes: int) -> Output:
         """A small dead letter replacing an output that the producer or the broker refused as too large."""
         detail = f"{output.what} record of {len(output.value)} bytes refused as too large: {error}"
         return self.dead_letter(record, output_too_large(detail), max_bytes)
@@ -89,7 +91,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _validated_json(record: Record, event: ProductEvent, prediction: Prediction, model_version: str,
+def _validated_json(record: ConsumedRecord, event: ProductEvent, prediction: Prediction, model_version: str,
                     processed_at: datetime) -> bytes:
     """The ``categories`` record through its pydantic model (raises what the model refuses)."""
     drift = prediction.drift
@@ -108,7 +110,7 @@ def _validated_json(record: Record, event: ProductEvent, prediction: Prediction,
     return message.model_dump_json().encode("utf-8")
 
 
-def _categorized_json(record: Record, event: ProductEvent, prediction: Prediction, model_version: str,
+def _categorized_json(record: ConsumedRecord, event: ProductEvent, prediction: Prediction, model_version: str,
                       processed_at: datetime) -> bytes | None:
     """`_validated_json`'s bytes written directly, or None when `CategorizedProduct` would refuse a value.
 

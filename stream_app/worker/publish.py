@@ -19,7 +19,7 @@ from typing import Protocol
 
 from stream_app import metrics
 from stream_app.worker.outputs import Output
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 
 # A dead letter of this size fits any broker's limit that a sane deployment sets.
 REFUSED_LETTER_BYTES = 16_384
@@ -36,7 +36,7 @@ class Publisher(Protocol):
     async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]: ...
 
 
-Replace = Callable[[Record, Output, BaseException, int], Output]
+Replace = Callable[[ConsumedRecord, Output, BaseException, int], Output]
 
 
 class Publish:
@@ -44,7 +44,7 @@ class Publish:
         self._publisher = publisher
         self._replace = replace
 
-    async def send(self, record: Record, outputs: Sequence[Output]) -> Awaitable[None]:
+    async def send(self, record: ConsumedRecord, outputs: Sequence[Output]) -> Awaitable[None]:
         acks = [await self._send(record, output) for output in outputs]
 
         async def all_acknowledged() -> None:
@@ -53,7 +53,7 @@ class Publish:
 
         return all_acknowledged()
 
-    async def _send(self, record: Record, output: Output, replaced: bool = False) -> Awaitable[None]:
+    async def _send(self, record: ConsumedRecord, output: Output, replaced: bool = False) -> Awaitable[None]:
         try:
             delivery = await self._publisher.send(output.topic, output.key, output.value)
         except RecordTooLarge as exc:

@@ -1,4 +1,4 @@
-"""`Record`: one consumed message as the batch path sees it (no Faust here: the adapter builds it)."""
+"""`ConsumedRecord`: one consumed message as the batch path sees it (no Faust here: the adapter builds it)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 
 @dataclass(slots=True)
-class Record:
+class ConsumedRecord:
     """One consumed input message. ``ack()`` marks its offset safe to commit; call it once, in offset order."""
 
     key: bytes | None

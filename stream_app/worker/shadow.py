@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 
 from stream_app import metrics
 from stream_app.core.pipeline import Prediction
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 from stream_app.worker.serving import ServingModel
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class ShadowScorer:
     def version(self) -> str:
         return self.model.version
 
-    def offer(self, items: Sequence[tuple[Record, str, Prediction]], serving_version: str) -> None:
+    def offer(self, items: Sequence[tuple[ConsumedRecord, str, Prediction]], serving_version: str) -> None:
         chosen = [(text, pred) for record, text, pred in items
                   if shadowed(record.partition, record.offset, self._share)]
         if not chosen:

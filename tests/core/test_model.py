@@ -1,4 +1,4 @@
-"""Categorizer: long texts are cut to a character budget before tokenizing, without changing the ids;
+"""OnnxCategorizer: long texts are cut to a character budget before tokenizing, without changing the ids;
 the INT8 graph agrees with the fp32 one."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from stream_app.core.bundle import Bundle
-from stream_app.core.model import Categorizer, char_budget
+from stream_app.core.model import OnnxCategorizer, char_budget
 
 
 class _SpyTokenizer:
@@ -25,7 +25,7 @@ class _SpyTokenizer:
 def test_a_megabyte_title_is_cut_before_tokenizing_and_tokenizes_the_same(test_bundle: Path) -> None:
     bundle = Bundle.load(test_bundle)
     max_tokens = bundle.manifest.max_tokens
-    categorizer = Categorizer(bundle.model_path, bundle.tokenizer_path, max_tokens, threads=1)
+    categorizer = OnnxCategorizer(bundle.model_path, bundle.tokenizer_path, max_tokens, threads=1)
     real = categorizer.tokenizer
     spy = _SpyTokenizer(real)
     categorizer.tokenizer = spy  # type: ignore[assignment]
@@ -42,8 +42,8 @@ def test_int8_graph_agrees_with_fp32(test_bundle: Path) -> None:
     import onnxruntime as ort
 
     bundle = Bundle.load(test_bundle)
-    fp32 = Categorizer(bundle.fp32_model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
-    int8 = Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
+    fp32 = OnnxCategorizer(bundle.fp32_model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
+    int8 = OnnxCategorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
     texts = ["Kit festa infantil | festa kit", "Colar de prata | colar prata pingente",
              "Quadro decorativo | quadro sala"]
     a, b = fp32.run(texts), int8.run(texts)

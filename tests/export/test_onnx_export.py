@@ -15,14 +15,14 @@ def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
     import torch
 
     from export.encoders import default_encoder_dir
-    from export.model import CategorizerModel
+    from export.model import TorchCategorizer
     from export.onnx_export import export_core, torch_parity
     from export.tfidf_branch import TfidfBranch, TokenTfidf, attach, fit_margins, special_ids
     from stream_app.core.model import load_tokenizer
 
     torch.manual_seed(0)
     encoder_dir = default_encoder_dir()
-    model = CategorizerModel.from_pretrained(encoder_dir, num_labels=5)
+    model = TorchCategorizer.from_pretrained(encoder_dir, num_labels=5)
     torch.nn.init.normal_(model.lexical.table.weight, std=0.5)  # zeros at init would hide a broken branch
     tokenizer = load_tokenizer(encoder_dir / "tokenizer.json", 64)
     texts = ["a", "Caneca personalizada | caneca", "x " * 80, "Body | bebê body", "caneca caneca body", "kit body bebê"]

@@ -37,7 +37,7 @@ def test_the_head_and_the_centroids_learn_from_the_bundle_graphs_own_embeddings(
     from export.build import load_checkpoint
     from export.onnx_export import int8_pooled_embeddings
     from stream_app.core.bundle import Bundle
-    from stream_app.core.model import Categorizer
+    from stream_app.core.model import OnnxCategorizer
 
     bundle = Bundle.load(test_bundle)
     training = bundle.manifest.training
@@ -46,7 +46,7 @@ def test_the_head_and_the_centroids_learn_from_the_bundle_graphs_own_embeddings(
     assert training["seconds"]["train"] > 0
 
     model, _ = load_checkpoint(checkpoint_of(test_bundle), bundle.manifest.labels, bundle.manifest.max_tokens)
-    categorizer = Categorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
+    categorizer = OnnxCategorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens)
     titles = pd.read_parquet(ELO7, columns=["title"])["title"].head(80).tolist()
     ids = categorizer.encode(titles)
     pooled = int8_pooled_embeddings(model, ids, categorizer.pad_id).numpy()

@@ -9,7 +9,6 @@ import atexit
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,11 @@ from typing import Any
 import pandas as pd
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+from stream_app.broker import free_port
 from stream_app.kafka.admin import create_topics
 from tests.fixtures.bundle import DATASETS_DIR, ELO7, FASHION_STYLES, FASHION_TEXT, ROOT  # noqa: F401 - re-exported
 
 PARTITIONS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 from stream_app.core.decoding import CategoryScore
 from stream_app.core.pipeline import DriftScore, Prediction
 from stream_app.messages import ProductEvent
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 
 
 def prediction(name: str = "Bebê", score: float = 0.9) -> Prediction:
@@ -19,15 +19,15 @@ def prediction(name: str = "Bebê", score: float = 0.9) -> Prediction:
 
 
 def record(offset: int, value: bytes | None = None, *, partition: int = 0, key: bytes | None = None,
-           acked: list[tuple[int, int]] | None = None) -> Record:
+           acked: list[tuple[int, int]] | None = None) -> ConsumedRecord:
     body = value if value is not None else json.dumps({"product_id": offset, "title": f"Caneca {offset}"}).encode()
 
     def ack() -> None:
         if acked is not None:
             acked.append((partition, offset))
 
-    return Record(key=key if key is not None else str(offset).encode(), value=body, topic="in", partition=partition,
-                  offset=offset, timestamp=None, ack=ack)
+    return ConsumedRecord(key=key if key is not None else str(offset).encode(), value=body, topic="in",
+                          partition=partition, offset=offset, timestamp=None, ack=ack)
 
 
 class Publisher:

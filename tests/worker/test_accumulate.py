@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stream_app.worker.accumulate import Batcher, ByteBudget
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 from tests.worker.fakes import record
 
 
@@ -24,12 +24,12 @@ class Processor:
     def inference_idle(self) -> bool:
         return self.busy == 0
 
-    async def submit(self, records: Sequence[Record]) -> None:
+    async def submit(self, records: Sequence[ConsumedRecord]) -> None:
         self.batches.append([r.offset for r in records])
         self.busy += 1
         asyncio.get_running_loop().create_task(self._finish(list(records)))
 
-    async def _finish(self, records: list[Record]) -> None:
+    async def _finish(self, records: list[ConsumedRecord]) -> None:
         await self.release.wait()
         self.busy -= 1
         if self.busy == 0:

@@ -47,7 +47,7 @@ from stream_app.worker.dead_letters import (
     classify,
 )
 from stream_app.worker.outputs import OutputBuilder, Topics
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 from tests.support.hostile_inputs import (
     CORPUS,
     EPOCH_FLOATS,
@@ -225,7 +225,7 @@ def test_ordinary_products_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -
 NOW = datetime(2026, 11, 30, 10, 0, 0, 123_456, tzinfo=UTC)
 
 
-def reference_categorized(builder: OutputBuilder, record: Record, event: ProductEvent, prediction: Prediction,
+def reference_categorized(builder: OutputBuilder, record: ConsumedRecord, event: ProductEvent, prediction: Prediction,
                           model_version: str, processed_at: datetime) -> tuple[str, bytes | None, bytes, str,
                                                                                  float | None]:
     """`OutputBuilder.categorized` through the pydantic model, as before the fast path (with ``processed_at`` given
@@ -295,8 +295,8 @@ def test_categorized_writes_the_bytes_the_model_wrote(product_id: Any, event_tim
     event = ProductEvent.model_validate(doc)
     prediction = Prediction(categories=[CategoryScore(n, s, s >= 0.5) for n, s in categories], top_index=0,
                             drift=DriftScore(distance, nearest, outlier))
-    record = Record(key=b"k", value=b"{}", topic=topic, partition=partition, offset=offset, timestamp=1.7e9,
-                    ack=lambda: None)
+    record = ConsumedRecord(key=b"k", value=b"{}", topic=topic, partition=partition, offset=offset, timestamp=1.7e9,
+                            ack=lambda: None)
     builder = OutputBuilder(Topics(output="categories", drift="drift", dlq="dlq"), max_output)
     with mock.patch.object(outputs, "_utcnow", lambda: NOW):
         mine = _outcome(lambda: builder.categorized(record, event, prediction, version))
@@ -318,7 +318,7 @@ def test_ordinary_predictions_take_the_fast_path(monkeypatch: pytest.MonkeyPatch
     event = ProductEvent.model_validate({"product_id": 7, "title": "Caneca", "event_time": "2024-05-01T12:00:00+02:00"})
     prediction = Prediction([CategoryScore("Bebê", 0.75, True), CategoryScore("Outros", 0.1, False)], 0,
                             DriftScore(0.25, 3, False))
-    record = Record(b"7", b"{}", "products", 2, 41, 1.7e9, lambda: None)
+    record = ConsumedRecord(b"7", b"{}", "products", 2, 41, 1.7e9, lambda: None)
     out = OutputBuilder(Topics("categories", "drift", "dlq"), 1_048_576).categorized(record, event, prediction, "v1")
     doc = json.loads(out.value)
     assert doc["event_time"] == "2024-05-01T10:00:00Z"

@@ -15,7 +15,7 @@ import pytest
 from stream_app import metrics
 from stream_app.core.decoding import CategoryScore
 from stream_app.core.pipeline import DriftScore, Prediction
-from stream_app.worker.record import Record
+from stream_app.worker.record import ConsumedRecord
 from stream_app.worker.shadow import ShadowScorer, shadowed
 
 
@@ -39,8 +39,8 @@ class Candidate:
         return [prediction(self.top, distance=0.5, outlier=True) for _ in texts]
 
 
-def items(offsets: range, top: str = "A") -> list[tuple[Record, str, Prediction]]:
-    return [(Record(b"k", b"{}", "products", 0, o, 1.7e9, lambda: None), f"text {o}", prediction(top))
+def items(offsets: range, top: str = "A") -> list[tuple[ConsumedRecord, str, Prediction]]:
+    return [(ConsumedRecord(b"k", b"{}", "products", 0, o, 1.7e9, lambda: None), f"text {o}", prediction(top))
             for o in offsets]
 
 
