@@ -49,6 +49,7 @@ Exit code 0 when the checks pass, 1 when a message was lost, the worker died or 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -268,6 +269,21 @@ class OffsetSet:
         return True
 
 
+EXPECTED_DLQ_REASONS = ("invalid_json", "schema_violation")  # what the run's malformed messages are
+MAX_UNEXPECTED_KEPT = 20
+
+
+def _dead_letter_example(doc: dict[str, Any]) -> dict[str, object]:
+    """The error, the source and the start of the original value of one dead letter."""
+    value = doc.get("value")
+    try:
+        head = base64.b64decode(value)[:300].decode("utf-8", "replace") if value else None
+    except (ValueError, TypeError):
+        head = None
+    return {"error": doc.get("error"), "source": doc.get("source"), "value_size": doc.get("value_size"),
+            "value_head": head}
+
+
 class OutputReader:
     """Reads the categories and dead-letter topics from the beginning; accounts for input offsets."""
 
@@ -279,6 +295,9 @@ class OutputReader:
         self.outputs = 0  # categories records (duplicates included)
         self.dead_letters = 0  # distinct input offsets that came out as dead letters
         self.dlq_reasons: Counter[str] = Counter()
+        # Dead letters the run did not cause on purpose (malformed input is invalid_json or
+        # schema_violation): kept with their error, so a finding says what failed.
+        self.unexpected: list[dict[str, object]] = []
         self.foreign = 0  # records whose source is not the input topic (none expected)
         self._consumer = Consumer(consumer_config(client_config(broker), **{
             "fetch.wait.max.ms": 100,  # Tansu holds a fetch until this timeout
@@ -308,6 +327,8 @@ class OutputReader:
                 if new:
                     self.dead_letters += 1
                     self.dlq_reasons[reason] += 1
+                    if reason not in EXPECTED_DLQ_REASONS and len(self.unexpected) < MAX_UNEXPECTED_KEPT:
+                        self.unexpected.append(_dead_letter_example(doc))
                 outcome = f"dead letter: {reason}"
             else:
                 self.outputs += 1
@@ -576,6 +597,10 @@ def render_table(r: dict[str, Any]) -> Table:
                       f"categories {acc['categories_records']:,} records, dead letters {acc['dead_letters']:,} "
                       f"({acc['malformed_produced']:,} malformed on purpose; {acc['dlq_reasons']}), "
                       f"duplicates {acc['duplicates']:,}")
+        for example in acc.get("unexpected_dead_letters", [])[:5]:
+            error = example.get("error") or {}
+            table.add_row("  [yellow]unexpected dead letter[/yellow]", str(error.get("reason")),
+                          f"{str(error.get('detail'))[:200]}; source {example.get('source')}")
         if acc.get("large_produced"):
             table.add_row("  large messages", f"{sum(acc['large_outcomes'].values()):,} / {acc['large_produced']:,}",
                           ", ".join(f"{k} {v:,}" for k, v in sorted(acc["large_outcomes"].items())))
@@ -753,6 +778,7 @@ def run(
                     "dead_letters": reader.dead_letters, "malformed_produced": source.malformed,
                     "large_produced": len(source.large_keys), "dlq_reasons": dict(reader.dlq_reasons),
                     "large_outcomes": dict(reader.large_outcomes), "duplicates": reader.seen.duplicates,
+                    "unexpected_dead_letters": reader.unexpected,
                     "foreign_records": reader.foreign,
                 }
                 r["checks"] = {

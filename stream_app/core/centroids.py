@@ -51,4 +51,8 @@ class CentroidIndex:
         if len(queries) == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         similarity, ids = self.index.search(queries, 1)
-        return (1.0 - similarity[:, 0]).astype(np.float32), ids[:, 0].astype(np.int64)
+        # Rounding puts <e, c> of a vector with itself at up to ~1 + 1e-6: clip to the cosine range, or an
+        # embedding equal to a centroid (a one-product cluster) would get a negative distance, which the
+        # categories record refuses.
+        distance = np.clip(1.0 - similarity[:, 0], 0.0, 2.0)
+        return distance.astype(np.float32), ids[:, 0].astype(np.int64)

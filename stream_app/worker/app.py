@@ -20,16 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
 import faust
-from aiokafka.errors import MessageSizeTooLargeError
-from faust.exceptions import ProducerSendError
 from faust.transport.consumer import Consumer as FaustConsumer
-from faust.types import EventT, ProducerT, StreamT
+from faust.types import EventT, StreamT
 from faust.web import Request, Response, View
 
 from stream_app import metrics
@@ -41,12 +38,12 @@ from stream_app.worker.accumulate import Batcher
 from stream_app.worker.batching import BatchProcessor, BatchProgress
 from stream_app.worker.inference import ModelBroken
 from stream_app.worker.outputs import OutputBuilder, Topics
-from stream_app.worker.publish import Publish, RecordTooLarge
+from stream_app.worker.publish import Publish
 from stream_app.worker.record import ConsumedRecord
 from stream_app.worker.serving import ServingModel
 from stream_app.worker.shadow import ShadowScorer
 from stream_app.worker.swap import ModelSwapper
-from stream_app.worker.transport import FetchLimits, WorkerApp
+from stream_app.worker.transport import FaustPublisher, FetchLimits, WorkerApp
 
 log = logging.getLogger(__name__)
 
@@ -69,49 +66,6 @@ def broker_credentials(settings: Settings) -> faust.SASLCredentials | faust.SSLC
     if context is not None:
         return faust.SSLCredentials(context)
     return None
-
-
-class FaustPublisher:
-    """`Publisher` over Faust topics: ``send`` returns the future of the broker acknowledgement.
-
-    aiokafka's `MessageSizeTooLargeError` (raised by the producer's own size check, which Faust wraps
-    in `ProducerSendError`, or returned by the broker) becomes `RecordTooLarge`, which the publish
-    step turns into a dead letter. Every other error propagates: the worker stops without acking.
-
-    With ``app``, records go straight to the app's producer (`faust.transport.drivers.aiokafka.Producer.send`,
-    the call `Topic.send` ends in, with the same errors and the same acknowledgement future), skipping
-    `Topic.send`'s per-record sensors and its yield to the event loop: without that yield the outputs of
-    a batch reach the producer's accumulator together and leave in a few produce requests instead of
-    about one per record (docs/benchmarks.md, profile).
-    """
-
-    def __init__(self, topics: dict[str, faust.TopicT], app: faust.App | None = None) -> None:
-        self._topics = topics
-        self._app = app
-        self._producer: ProducerT | None = None
-
-    async def send(self, topic: str, key: bytes | None, value: bytes) -> Awaitable[object]:
-        try:
-            if self._app is not None:
-                if self._producer is None:
-                    self._producer = await self._app.maybe_start_producer()
-                future = await self._producer.send(topic, key, value, None, None, None)
-            else:
-                # force=True: never attach to the current event (stream_publish_on_commit); we await the ack.
-                future = await self._topics[topic].send(key=key, value=value, force=True)
-        except (MessageSizeTooLargeError, ProducerSendError) as exc:
-            too_large = exc if isinstance(exc, MessageSizeTooLargeError) else exc.__cause__
-            if not isinstance(too_large, MessageSizeTooLargeError):
-                raise
-            raise RecordTooLarge(str(too_large)) from exc
-        return self._acknowledged(future)
-
-    @staticmethod
-    async def _acknowledged(future: Awaitable[object]) -> object:
-        try:
-            return await future
-        except MessageSizeTooLargeError as exc:
-            raise RecordTooLarge(str(exc)) from exc
 
 
 @dataclass

@@ -13,14 +13,12 @@ import json
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from stream_app.broker import recorded_pid, running_broker
 from tests.support.worker_harness import (
@@ -33,6 +31,8 @@ from tests.support.worker_harness import (
     elo7_rows,
     fault_events,
     metric_values,
+    poll_records,
+    reading,
     start_faulty_worker,
     start_worker,
     wait_for_keys,
@@ -75,29 +75,18 @@ def read_topic(broker: str, topic: str, idle: float = 3.0, timeout: float = 90.0
                partitions: int = PARTITIONS) -> list[dict[str, Any]]:
     """Every record of ``topic`` (JSON values, plus ``_key``), read from the beginning until no record
     came for ``idle`` seconds (after the first fetch had time to happen)."""
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"faults-read-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
     out: list[dict[str, Any]] = []
     started = last = time.monotonic()
-    try:
-        while time.monotonic() - started < timeout:
-            if time.monotonic() - last > idle and time.monotonic() - started > max(idle, 4.0):
-                break
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
-                # confluent_kafka's public name for librdkafka's internal code (the underscore is theirs)
-                if msg.error().code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - public constant
-                    continue
-                raise AssertionError(f"consume {topic}: {msg.error()}")
-            doc = json.loads(msg.value())
-            doc["_key"] = msg.key().decode() if msg.key() is not None else None
-            out.append(doc)
-            last = time.monotonic()
-    finally:
-        consumer.close()
+
+    def stop() -> bool:
+        now = time.monotonic()
+        return now - started >= timeout or (now - last > idle and now - started > max(idle, 4.0))
+
+    for msg in poll_records(reading(broker, [topic], partitions), stop):
+        doc = json.loads(msg.value())
+        doc["_key"] = msg.key().decode() if msg.key() is not None else None
+        out.append(doc)
+        last = time.monotonic()
     return out
 
 
@@ -521,7 +510,7 @@ def test_launcher_injects_exactly_what_it_is_told(monkeypatch: pytest.MonkeyPatc
     import asyncio
 
     from stream_app.core.pipeline import Pipeline
-    from stream_app.worker.app import FaustPublisher
+    from stream_app.worker.transport import FaustPublisher
     from tests.support import fault_launcher as launcher
 
     real_send = FaustPublisher.send

@@ -23,18 +23,13 @@ import base64
 import json
 import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
     Producer,
-    TopicPartition,
 )
 from hypothesis import strategies as st
 
@@ -55,6 +50,8 @@ from tests.support.worker_harness import (
     WorkerTopics,
     elo7_event,
     elo7_rows,
+    poll_records,
+    reading,
     start_worker,
 )
 
@@ -154,41 +151,31 @@ def account(broker: str, topics: WorkerTopics, expected: set[tuple[int, int]], w
             timeout: float = ACCOUNT_TIMEOUT_S, settle: float = 3.0) -> Accounting:
     """Read `categories` and the DLQ until every expected position has an output (then ``settle``
     seconds more, for late extras), the timeout passes, or the worker is gone."""
-    consumer = Consumer({"bootstrap.servers": broker, "group.id": f"fuzz-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "fetch.message.max.bytes": 8 * MAX_OUTPUT_BYTES,
-                         "receive.message.max.bytes": 64 * MAX_OUTPUT_BYTES})
-    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in (topics.output, topics.dlq)
-                     for p in range(PARTITIONS)])
+    consumer = reading(broker, [topics.output, topics.dlq], PARTITIONS,
+                       **{"fetch.message.max.bytes": 8 * MAX_OUTPUT_BYTES,
+                          "receive.message.max.bytes": 64 * MAX_OUTPUT_BYTES})
     result = Accounting()
     deadline = time.monotonic() + timeout
     done_at: float | None = None
-    try:
-        while time.monotonic() < deadline:
-            if done_at is not None and time.monotonic() > done_at:
-                break
-            if done_at is None and not worker.alive():
-                done_at = time.monotonic() + settle  # read what it published before it died
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
-                # confluent_kafka's public name for librdkafka's internal code (the underscore is theirs)
-                if msg.error().code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - public constant
-                    continue
-                raise AssertionError(f"consume: {msg.error()}")
-            value = msg.value() or b""
-            out = Output(msg.topic(), msg.key(), len(msg.key() or b"") + len(value), None)
-            try:
-                out.doc = json.loads(value, parse_int=_int)
-            except ValueError as exc:
-                out.error = f"{type(exc).__name__}: {exc}"
-            result.outputs.append(out)
-            if out.position is not None:
-                result.by_position.setdefault(out.position, []).append(out)
-            if done_at is None and expected <= result.by_position.keys():
-                done_at = time.monotonic() + settle
-    finally:
-        consumer.close()
+
+    def stop() -> bool:
+        nonlocal done_at
+        if done_at is None and not worker.alive():
+            done_at = time.monotonic() + settle  # read what it published before it died
+        return time.monotonic() >= deadline or (done_at is not None and time.monotonic() > done_at)
+
+    for msg in poll_records(consumer, stop):
+        value = msg.value() or b""
+        out = Output(msg.topic(), msg.key(), len(msg.key() or b"") + len(value), None)
+        try:
+            out.doc = json.loads(value, parse_int=_int)
+        except ValueError as exc:
+            out.error = f"{type(exc).__name__}: {exc}"
+        result.outputs.append(out)
+        if out.position is not None:
+            result.by_position.setdefault(out.position, []).append(out)
+        if done_at is None and expected <= result.by_position.keys():
+            done_at = time.monotonic() + settle
     return result
 
 

@@ -2,7 +2,7 @@
 
 It replaces ``python -m stream_app worker``: it reads the ``FAULT_*`` variables below, wraps
 
-* ``stream_app.worker.app.FaustPublisher.send(self, topic, key, value)`` (async; awaiting it hands
+* ``stream_app.worker.transport.FaustPublisher.send(self, topic, key, value)`` (async; awaiting it hands
   the record to the producer and returns an awaitable of the broker acknowledgement), and
 * ``stream_app.core.pipeline.Pipeline.predict(self, texts)`` (one prediction per text),
 
@@ -109,7 +109,7 @@ def install(environ: dict[str, str] | None = None) -> dict[str, str]:
     events = Events(env.get("FAULT_EVENTS_PATH"))
 
     from stream_app.core.pipeline import Pipeline
-    from stream_app.worker.app import FaustPublisher
+    from stream_app.worker.transport import FaustPublisher
 
     # -- publish ----------------------------------------------------------------------------------
     rules = parse_rules(env.get("FAULT_SEND_MATCH", ""))

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,14 +223,19 @@ def produce_events(broker: str, topic: str, events: Iterable[dict[str, Any]]) ->
     return produce(broker, topic, ((str(e["product_id"]).encode(), json.dumps(e).encode()) for e in events))
 
 
-def iter_topic(broker: str, topic: str, timeout: float, partitions: int) -> Iterator[Any]:
-    """Every record of ``topic`` from the beginning until ``timeout`` passes (generator; close it)."""
+def reading(broker: str, topics: Iterable[str], partitions: int, **config: Any) -> Consumer:
+    """A consumer assigned to every partition of ``topics`` from the beginning (no group join)."""
     consumer = Consumer({"bootstrap.servers": broker, "group.id": f"harness-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "session.timeout.ms": 6000})
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    deadline = time.monotonic() + timeout
+                         "enable.auto.commit": False, "session.timeout.ms": 6000, **config})
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in range(partitions)])
+    return consumer
+
+
+def poll_records(consumer: Consumer, stop: Callable[[], bool]) -> Iterator[Any]:
+    """The records ``consumer`` polls until ``stop()`` is true (asked before every poll), skipping
+    end-of-partition events; any other consumer error fails the test. Closes the consumer at the end."""
     try:
-        while time.monotonic() < deadline:
+        while not stop():
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
@@ -238,10 +243,16 @@ def iter_topic(broker: str, topic: str, timeout: float, partitions: int) -> Iter
                 # confluent_kafka's public name for librdkafka's internal code (the underscore is theirs)
                 if msg.error().code() == KafkaError._PARTITION_EOF:  # noqa: SLF001 - public constant
                     continue
-                raise AssertionError(f"consume {topic}: {msg.error()}")
+                raise AssertionError(f"consume {msg.topic()}: {msg.error()}")
             yield msg
     finally:
         consumer.close()
+
+
+def iter_topic(broker: str, topic: str, timeout: float, partitions: int) -> Iterator[Any]:
+    """Every record of ``topic`` from the beginning until ``timeout`` passes (generator; close it)."""
+    deadline = time.monotonic() + timeout
+    yield from poll_records(reading(broker, [topic], partitions), lambda: time.monotonic() >= deadline)
 
 
 def collect_json(broker: str, topic: str, *, until: int | None = None, key_count: bool = False,

@@ -14,6 +14,16 @@ from stream_app.messages import ProductEvent
 from stream_app.worker.record import ConsumedRecord
 
 
+def settled_future(error: BaseException | None = None, result: object = "metadata") -> asyncio.Future[Any]:
+    """A future already resolved the way a producer's delivery future resolves: ``error`` or ``result``."""
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+    return future
+
+
 def prediction(name: str = "Bebê", score: float = 0.9) -> Prediction:
     return Prediction([CategoryScore(name, score, True)], 0, DriftScore(0.1, 0, False))
 

@@ -61,6 +61,7 @@ from tests.support.hostile_inputs import (
     raw_values,
     valid_products,
 )
+from tests.worker.fakes import settled_future
 
 FUZZ = settings(
     deadline=None,
@@ -338,17 +339,10 @@ class _AIOKafkaProducer:
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
 
     async def send(self, topic: str, value: bytes | None, **kwargs: Any) -> Any:
-        import asyncio
-
         if self.at_send is not None:
             raise self.at_send
         self.sent.append((topic, kwargs.get("key"), value))
-        future = asyncio.get_running_loop().create_future()
-        if self.at_ack is not None:
-            future.set_exception(self.at_ack)
-        else:
-            future.set_result("metadata")
-        return future
+        return settled_future(self.at_ack)
 
 
 class _FaustProducer:
@@ -385,7 +379,7 @@ class _App:
 def _deliver_direct(inner: _AIOKafkaProducer, sends: int = 1) -> Any:
     import asyncio
 
-    from stream_app.worker.app import FaustPublisher
+    from stream_app.worker.transport import FaustPublisher
 
     app = _App(_FaustProducer(inner))
 

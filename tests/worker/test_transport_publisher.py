@@ -9,8 +9,9 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from faust.exceptions import ProducerSendError
 
-from stream_app.worker.app import FaustPublisher
 from stream_app.worker.publish import RecordTooLarge
+from stream_app.worker.transport import FaustPublisher
+from tests.worker.fakes import settled_future
 
 
 class _Topic:
@@ -20,12 +21,7 @@ class _Topic:
     async def send(self, **_: Any) -> Any:
         if self.at_send is not None:
             raise self.at_send
-        future = asyncio.get_running_loop().create_future()
-        if self.at_ack is not None:
-            future.set_exception(self.at_ack)
-        else:
-            future.set_result("metadata")
-        return future
+        return settled_future(self.at_ack)
 
 
 def _wrapped(exc: BaseException) -> ProducerSendError:
