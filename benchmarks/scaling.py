@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.data import Product
+from benchmarks.data import ROOT, Product
 from benchmarks.e2e import measure_backlog, measure_latency, pool_latency, preproduce
 from benchmarks.worker import (
     BenchmarkError,
@@ -68,6 +68,7 @@ class WorkerGroup:
     threads: int
     processes: int = 1
     overrides: dict[str, str] = field(default_factory=dict)
+    root: Path = ROOT  # the checkout whose worker code runs (another one for an A/B of code)
     topics: BenchTopics | None = None
     collector: OutputCollector | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
@@ -77,7 +78,7 @@ class WorkerGroup:
         """A group with the same broker, bundle and batching, and its own settings."""
         return WorkerGroup(self.broker, self.bundle, self.workdir, self.partitions, self.micro_batch,
                            self.model_batch, self.threads if threads is None else threads, processes,
-                           dict(overrides))
+                           dict(overrides), self.root)
 
     def start(self) -> None:
         self.topics = BenchTopics.create(self.broker, self.partitions)
@@ -94,7 +95,7 @@ class WorkerGroup:
             env["STREAM_WORKER_ID"] = f"bench-{i}"
             env.update(self.overrides)
             log = self.workdir / f"worker-{tag}-{self.processes}x{self.threads}-{group}-{i}.log"
-            self.workers.append(WorkerProcess(env, log).start())
+            self.workers.append(WorkerProcess(env, log, cwd=self.root).start())
             self.ports.append(port)
 
     def warm(self, warmup: Sequence[Product], timeout: float = 240.0) -> None:
