@@ -47,7 +47,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -79,14 +78,14 @@ from benchmarks.worker import (
     WorkerProcess,
     batch_delta,
     die_with_parent,
-    free_port,
     process_memory_mb,
+    run_command,
     sched_delta,
     thread_sched,
     worker_batch_stats,
     worker_env,
 )
-from stream_app.broker import is_ready
+from stream_app.broker import free_port, is_ready
 from stream_app.core.bundle import Bundle, BundleError
 from stream_app.core.store import BundleStore
 from stream_app.settings import Settings
@@ -646,18 +645,8 @@ def run(
         raise typer.Exit(1)
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (a CI timeout, `kill`) takes the Ctrl-C path: subprocesses stopped, partial JSON written."""
-
-    def handler(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main() -> None:
-    _interrupt_on_sigterm()
-    typer.run(run)
+    run_command(run)
 
 
 if __name__ == "__main__":

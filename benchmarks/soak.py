@@ -55,7 +55,6 @@ import json
 import os
 import platform
 import resource
-import signal
 import sys
 import tempfile
 import time
@@ -78,7 +77,14 @@ from rich.table import Table
 
 from benchmarks.data import elo7_path
 from benchmarks.run import _git_commit
-from benchmarks.worker import BenchmarkError, BenchTopics, WorkerProcess, process_memory_mb, worker_env
+from benchmarks.worker import (
+    BenchmarkError,
+    BenchTopics,
+    WorkerProcess,
+    process_memory_mb,
+    run_command,
+    worker_env,
+)
 from stream_app.broker import free_port, is_ready, recorded_pid
 from stream_app.core.bundle import Bundle, BundleError
 from stream_app.kafka.admin import create_topics
@@ -808,18 +814,8 @@ def run(
         raise typer.Exit(1)
 
 
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (a CI timeout, `kill`) takes the Ctrl-C path: the worker is stopped, the JSON written."""
-
-    def handler(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main() -> None:
-    _interrupt_on_sigterm()
-    typer.run(run)
+    run_command(run)
 
 
 if __name__ == "__main__":

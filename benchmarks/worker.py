@@ -37,14 +37,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import typer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from stream_app.broker import free_port  # noqa: F401 - re-exported: benchmarks/run.py imports it from here
 from stream_app.kafka.admin import create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -366,3 +366,14 @@ class OutputCollector:
         self._thread.join(5)
         with contextlib.suppress(Exception):
             self._consumer.close()
+
+
+def run_command(command: Callable[..., None]) -> None:
+    """Run a typer command with SIGTERM (a CI timeout, `kill`) taking the Ctrl-C path, so the command's
+    cleanup runs: its subprocesses are stopped and its partial JSON written."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    typer.run(command)

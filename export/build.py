@@ -230,7 +230,8 @@ def build(config: BuildConfig, progress: ProgressHook | None = None) -> BuildRes
             index.save(staging / "centroids.faiss")
             # tau and the reference shares come from the bundle graph's own validation embeddings.
             drift = calibrate(index, out["validation"].embeddings, out["validation"].probabilities.argmax(1),
-                              len(labels), config.quantile, n_fit=len(fit_embeddings))
+                              len(labels), config.quantile, n_fit=len(fit_embeddings),
+                              product_ids=[examples.ids[i] for i in sides["validation"]])
 
         with timer.stage("thresholds"):
             thresholds = tune_thresholds(out["validation"].probabilities, targets[sides["validation"]] > 0.5)

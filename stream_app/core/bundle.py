@@ -33,13 +33,14 @@ class DriftCalibration(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     k: int = Field(gt=0, description="number of k-means centroids")
-    quantile: float = Field(gt=0, lt=1, description="q: tau is this quantile of calibration distances")
+    quantile: float = Field(gt=0, lt=1, description="q: tau bounds this quantile of calibration distances from "
+                                                    "above (95% confidence; export/drift_index.py)")
     tau: float = Field(ge=0, le=2, description="cosine distance above which a message is an outlier")
     distance_quantiles: dict[str, float] = Field(description="reference distance distribution")
     centroid_share: list[float] = Field(description="reference share of messages per centroid")
     category_share: list[float] = Field(description="reference share of each predicted top category")
     n_fit: int = Field(ge=0, description="training embeddings k-means was fit on")
-    n_calibration: int = Field(gt=0, description="validation rows the thresholds come from")
+    n_calibration: int = Field(gt=0, description="validation products (one row each) tau and the shares come from")
 
     @property
     def expected_outlier_rate(self) -> float:
