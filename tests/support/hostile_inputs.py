@@ -55,6 +55,16 @@ class Text(str):
         return f"Text({str(self[:200])!r} ... {str(self[-40:])!r}, {len(self):,} chars)"
 
 
+# Hypothesis settings of the fuzz tests: no deadline (megabyte inputs), the failing blob printed, and
+# no explain phase (it re-runs a failing megabyte example hundreds of times to comment on it).
+FUZZ = settings(
+    deadline=None,
+    print_blob=True,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
+                           HealthCheck.large_base_example],
+)
+
 def blob(value: bytes | None) -> Blob | None:
     return None if value is None else Blob(value)
 

@@ -22,7 +22,7 @@ import json
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from stream_app.core.text import TextTemplate
@@ -30,6 +30,7 @@ from stream_app.messages import DeadLetter, DeadLetterReason, ProductEvent
 from stream_app.worker.dead_letters import Rejected, Valid, classify, dead_letter, dlq_key
 from tests.support.hostile_inputs import (
     CORPUS,
+    FUZZ,
     MAX_MESSAGE_BYTES,
     MAX_OUTPUT_BYTES,
     Blob,
@@ -43,14 +44,6 @@ from tests.support.hostile_inputs import (
     valid_products,
 )
 
-FUZZ = settings(
-    deadline=None,
-    print_blob=True,
-    # no explain phase: it re-runs a failing megabyte example hundreds of times to comment on it
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-                           HealthCheck.large_base_example],
-)
 TEMPLATES = [TextTemplate(), TextTemplate(fields=("title", "tags", "description"))]
 NINES = b"9" * 5_000
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -52,6 +52,7 @@ from tests.support.hostile_inputs import (
     CORPUS,
     EPOCH_FLOATS,
     EPOCH_INTS,
+    FUZZ,
     MAX_MESSAGE_BYTES,
     SPECIAL_FLOATS,
     hostile_products,
@@ -62,15 +63,6 @@ from tests.support.hostile_inputs import (
     valid_products,
 )
 from tests.worker.fakes import settled_future
-
-FUZZ = settings(
-    deadline=None,
-    print_blob=True,
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-                           HealthCheck.large_base_example],
-)
-
 
 # -- classify ---------------------------------------------------------------------------------------
 
