@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from stream_app.core.bundle import Bundle
-from stream_app.core.model import OnnxCategorizer
+from stream_app.core.model import OnnxCategorizer, plan_batches
 from stream_app.core.pipeline import Pipeline
 
 
@@ -240,24 +240,37 @@ def measure_thread_options(bundle: Bundle, texts: Sequence[str], batch_size: int
             for threads, spinning in categorizers]
 
 
+def fixed_cut(lengths: Sequence[int], max_rows: int) -> list[tuple[int, int]]:
+    """The cut the worker made before `plan_batches`: a call every ``max_rows`` sorted texts."""
+    return [(start, min(start + max_rows, len(lengths))) for start in range(0, len(lengths), max_rows)]
+
+
 def measure_model_batches(bundle: Bundle, texts: Sequence[str], threads: int = 1,
-                          model_batches: Sequence[int] = (8, 16, 32), windows: Sequence[int] = (16, 64, 256),
+                          model_batches: Sequence[int] = (8, 16, 32), windows: Sequence[int] = (6, 16, 64, 256),
                           rounds: int = 2, seed: int = 11) -> list[dict[str, Any]]:
-    """texts/s of arrival-order windows (micro-batches) of each size, sorted and cut into model batches of
-    each size (STREAM_MODEL_BATCH_SIZE): small windows are what a worker sees under light load, 256
-    under a backlog. Passes alternate for ``rounds`` rounds; median per (model batch, window)."""
-    categorizers = {mb: OnnxCategorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens, threads,
-                                        mb)
-                    for mb in model_batches}
+    """texts/s of arrival-order windows (micro-batches) of each size, sorted and cut into model calls of at
+    most each model batch (STREAM_MODEL_BATCH_SIZE), by the worker's cut (`plan_batches`, ``"planned"``)
+    and by a call every model batch texts (`fixed_cut`, ``"fixed"``, the cut before it). Small windows
+    are what a worker sees under light and medium load (6: half the maximum rate), 256 under a backlog.
+    Passes alternate for ``rounds`` rounds; median per (model batch, cut, window)."""
+    cuts = {"planned": plan_batches, "fixed": fixed_cut}
+    categorizers: dict[tuple[int, str], OnnxCategorizer] = {}
+    for mb in model_batches:
+        for name, cut in cuts.items():
+            categorizer = OnnxCategorizer(bundle.model_path, bundle.tokenizer_path, bundle.manifest.max_tokens,
+                                          threads, mb)
+            categorizer.plan = cut
+            categorizers[(mb, name)] = categorizer
     ids = _arrival_order(next(iter(categorizers.values())).encode(texts), seed)
     for categorizer in categorizers.values():
         _warm(categorizer, ids, 32)
-    seconds: dict[tuple[int, int], list[float]] = {}
-    order = list(model_batches)
+    seconds: dict[tuple[int, str, int], list[float]] = {}
+    order = list(categorizers)
     for r in range(rounds):
-        for mb in order if r % 2 == 0 else list(reversed(order)):
+        for mb, name in order if r % 2 == 0 else list(reversed(order)):
             for window in windows:
-                run = partial(_run_windows, categorizers[mb], ids, window)
-                seconds.setdefault((mb, window), []).append(_timed(run))
-    return [{"model_batch": mb, "window": window, "tps": len(ids) / statistics.median(seconds[(mb, window)])}
-            for mb in model_batches for window in windows]
+                run = partial(_run_windows, categorizers[(mb, name)], ids, window)
+                seconds.setdefault((mb, name, window), []).append(_timed(run))
+    return [{"model_batch": mb, "cut": name, "window": window,
+             "tps": len(ids) / statistics.median(seconds[(mb, name, window)])}
+            for mb, name in categorizers for window in windows]

@@ -13,8 +13,10 @@ the machine's load to ``bench-results/<timestamp>.json``. Stages, in order:
 
 1. bundle size; 2. model-only (sorted, arrival-order batches, arrival-order windows of
 ``--micro-batch``, Pipeline.predict on those windows, batch 1);
-3. end-to-end throughput of the real worker over ``--messages`` pre-produced Elo7 products (the
-maximum rate); 4. that worker's idle CPU over ``--idle-seconds`` without input;
+3. end-to-end throughput of the real worker: started cold on ``--messages`` pre-produced Elo7
+products (``end_to_end_cold``: start-up and first-batch figures), then, warm, on the same number
+again at once (``end_to_end``, the maximum rate: the steady state, as the model-only reference is
+warm); 4. that worker's idle CPU over ``--idle-seconds`` without input;
 5. latency at 10%, 50% and 90% of the maximum rate for ``--latency-seconds`` each (p50/p90/p99 of
 receive - send and of the worker's own share, processed_at - event_time); 6. worker memory;
 7. model-only sorted and windows again (brackets the end-to-end run on this noisy machine);
@@ -62,8 +64,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.data import ROOT, elo7_path, load_products, render_texts
-from benchmarks.e2e import measure_idle_cpu, measure_latency, measure_throughput, preproduce, rate_from_times
+from benchmarks.data import ROOT, Product, elo7_path, load_products, render_texts
+from benchmarks.e2e import (
+    ThroughputResult,
+    measure_backlog,
+    measure_idle_cpu,
+    measure_latency,
+    measure_throughput,
+    preproduce,
+    rate_from_times,
+)
 from benchmarks.model_only import (
     measure_model_batches,
     measure_model_only,
@@ -199,10 +209,9 @@ def judge_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     ratios = r.get("ratios", {})
     e2e = r.get("end_to_end")
     ratio = ratios.get("e2e_over_model_same_batching")
-    judged = e2e is not None and startup_bias_bound(e2e["messages"], r["config"]["micro_batch"]) <= 0.10
     targets["e2e_over_model_same_batching"] = {
         "target": f">= {E2E_TARGET}", "value": ratio,
-        "met": None if ratio is None or not judged else ratio >= E2E_TARGET}
+        "met": None if ratio is None or e2e is None else ratio >= E2E_TARGET}
     half = next((x for x in r.get("latency_levels", []) if x.get("fraction_of_max") == 0.5), None)
     p99 = half["receive_p99_ms"] if half else None
     targets["latency_p99_at_half_rate_ms"] = {
@@ -283,10 +292,13 @@ def render_table(r: dict[str, Any]) -> Table:
                       "tokenize + model + decode + centroids, in process")
         table.add_row("model-only, batch 1 latency", f"p50 {m['batch1_p50_ms']:.1f} ms", "",
                       f"p99 {m['batch1_p99_ms']:.1f} ms")
-    batches_by = {(b["model_batch"], b["window"]): b["tps"] for b in r.get("model_only_batches") or []}
-    for mbatch in sorted({k[0] for k in batches_by}):
-        cells = ", ".join(f"windows of {w}: {fmt(batches_by[(mbatch, w)])}" for w in sorted({k[1] for k in batches_by}))
-        table.add_row(f"model-only, model batches of {mbatch} ({cfg['threads']} thread(s))", "texts/s", "", cells)
+    batches_by = {(b["model_batch"], b.get("cut", "fixed"), b["window"]): b["tps"]
+                  for b in r.get("model_only_batches") or []}
+    for mbatch, cut in sorted({k[:2] for k in batches_by}, key=lambda k: (k[0], k[1] != "planned")):
+        cells = ", ".join(f"windows of {w}: {fmt(batches_by[(mbatch, cut, w)])}"
+                          for w in sorted({k[2] for k in batches_by}))
+        calls = f"calls of at most {mbatch}, planned" if cut == "planned" else f"a call every {mbatch} texts"
+        table.add_row(f"model-only, {calls} ({cfg['threads']} thread(s))", "texts/s", "", cells)
     for t in r.get("model_only_threads") or []:
         table.add_row(f"model-only, windows of {micro}: {t['threads']} onnxruntime thread(s)"
                       f"{', spinning' if t['spinning'] else ', no spinning'}", f"{fmt(t['tps'])} texts/s", "",
@@ -294,15 +306,20 @@ def render_table(r: dict[str, Any]) -> Table:
                       f"{', '.join(fmt(x) for x in t['rounds_tps'])}")
     e = r.get("end_to_end")
     if e:
-        table.add_row("end to end (worker + broker) = the maximum rate", f"{fmt(e['tps'])} texts/s", "",
-                      f"{e['messages']} messages in {e['seconds']:.1f} s; start-up {e['startup_s']:.1f} s and the "
-                      f"first micro-batch excluded")
-        bias = startup_bias_bound(e["messages"], micro)
-        if bias > 0.02:
-            table.add_row("  [yellow]caution[/yellow]", f"<= +{bias:.0%}" if bias < 10 else "unbounded", "",
-                          f"if the first micro-batch was partial, the clock starts inside a later burst and the "
-                          f"figure reads high by up to this (N = {e['messages']}, micro-batch {micro}); use N >> "
-                          "micro-batch")
+        table.add_row("end to end (worker + broker), steady = the maximum rate", f"{fmt(e['tps'])} texts/s", "",
+                      f"{e['messages']} products at once to the warm worker, {e['seconds']:.1f} s from the "
+                      "broker's ack of the backlog to the last output")
+        cold = r.get("end_to_end_cold")
+        if cold:
+            table.add_row("end to end, cold worker", f"{fmt(cold['tps'])} texts/s", "",
+                          f"the worker started on a backlog of {cold['messages']}: first output "
+                          f"{cold['startup_s']:.1f} s after launch; the first micro-batch excluded")
+            bias = startup_bias_bound(cold["messages"], micro)
+            if bias > 0.02:
+                table.add_row("  [yellow]caution[/yellow]", f"<= +{bias:.0%}" if bias < 10 else "unbounded", "",
+                              f"if the first micro-batch was partial, the clock starts inside a later burst and the "
+                              f"cold figure reads high by up to this (N = {cold['messages']}, micro-batch {micro}); "
+                              "use N >> micro-batch")
         ratios = r["ratios"]
         ratio = ratios.get("e2e_over_model_same_batching")
         if ratio is not None:
@@ -523,7 +540,8 @@ def run(
                 r["model_only_threads"] = measure_thread_options(loaded, texts[: 512 if quick else 1024],
                                                                  batch_size, micro_batch, rounds=1 if quick else 3)
                 stage = "model_only_batches"
-                console.print("[bold]model-only model batches[/bold]: STREAM_MODEL_BATCH_SIZE 8 / 16 / 32 by window")
+                console.print("[bold]model-only model batches[/bold]: STREAM_MODEL_BATCH_SIZE 8 / 16 / 32 by window, "
+                              "planned or fixed cut")
                 r["model_only_batches"] = measure_model_batches(loaded, texts[:512], threads,
                                                                 rounds=1 if quick else 2)
 
@@ -540,8 +558,16 @@ def run(
             try:
                 started = time.time()
                 worker.start()
-                throughput = measure_throughput(collector, worker, started, n, micro_batch,
-                                                timeout=180.0 + n / 10)
+                cold = measure_throughput(collector, worker, started, n, micro_batch, timeout=180.0 + n / 10)
+                r["end_to_end_cold"] = asdict(cold)
+                # The primary figure is the steady state, as the model-only reference is warm: the same
+                # worker, now warm, gets a second backlog of the same products under fresh keys.
+                stage = "end_to_end_steady"
+                console.print(f"[bold]end to end, steady[/bold]: {n} products at once to the warm worker")
+                steady_products = [Product(f"{p.product_id}-steady", p.title, p.tags) for p in products[:n]]
+                steady = measure_backlog(broker, topics.input, collector, [worker], steady_products,
+                                         timeout=180.0 + n / 10)
+                throughput = ThroughputResult(n, steady["tps"], steady["seconds"], cold.startup_s)
                 r["end_to_end"] = asdict(throughput)
                 r["worker_batches"] = worker_batch_stats(port)
                 worker_tops = {k.decode(): collector.value_json(k)["top_category"] for k in collector.snapshot()}

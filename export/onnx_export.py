@@ -76,7 +76,7 @@ def int8_pooled_embeddings(model: TorchCategorizer, ids: Sequence[Sequence[int]]
 
     import onnxruntime as ort
 
-    from stream_app.core.model import pad_batch, session_options
+    from stream_app.core.model import pad_batch, plan_batches, session_options
 
     model.eval()
     out = np.zeros((len(ids), model.encoder.config.hidden_size), dtype=np.float32)
@@ -92,9 +92,10 @@ def int8_pooled_embeddings(model: TorchCategorizer, ids: Sequence[Sequence[int]]
         quantize_int8(fp32_path, int8_path)
         session = ort.InferenceSession(str(int8_path), session_options(threads), providers=["CPUExecutionProvider"])
         advance = (progress or (lambda d, t: lambda n: None))(description, len(ids))
-        order = np.argsort([len(x) for x in ids], kind="stable")  # length-sorted batches, as the worker runs them
-        for start in range(0, len(ids), batch_size):
-            rows = order[start : start + batch_size]
+        # Cut as the worker cuts (INT8 activations are quantized per call, so the cut shows in the values).
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        for start, end in plan_batches([len(ids[i]) for i in order], batch_size):
+            rows = order[start:end]
             input_ids, mask = pad_batch([ids[i] for i in rows], pad_id)
             out[rows] = session.run(["pooled"], {"input_ids": input_ids, "attention_mask": mask})[0]
             advance(len(rows))

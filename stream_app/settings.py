@@ -81,9 +81,9 @@ class Settings(BaseSettings):
     shadow_window: int = Field(1000, ge=10, le=10_000_000, description="shadowed messages per summary record")
     shadow_topic: str = "shadow"
     batch_size: int = Field(256, ge=1, le=4096, description="max messages per micro-batch")
-    # Texts per onnxruntime call. A micro-batch is sorted by token length and cut into model batches
-    # of this size: with arrival-order batches of 32, padding to the longest text costs up to 2x.
-    model_batch_size: int = Field(32, ge=1, le=1024, description="texts per model call")
+    # Most texts per onnxruntime call. A micro-batch is sorted by token length and cut into calls of
+    # at most this many, fewer where padding would cost more than a call (core.model.plan_batches).
+    model_batch_size: int = Field(32, ge=1, le=1024, description="most texts per model call")
     # 0: a batch leaves as soon as the model is idle; more trades latency for fuller batches.
     batch_max_wait_ms: int = Field(0, ge=0, le=60_000, description="linger for more messages while the model is idle")
     # How long the broker may hold a fetch when no data is there (Faust hard-codes 1500).
