@@ -13,7 +13,7 @@ help:
 	@echo "make run      - end to end demo: broker, bundle (quick if models/default is missing), worker, replay"
 	@echo "make run-loop - drift alert -> retrain -> compare -> promote -> hot swap -> fewer alerts (LOOP_ARGS=...)"
 	@echo "make test     - install, lint (ruff, mypy), start the broker, run pytest, stop the broker"
-	@echo "make test-unit - the unit tier: no broker, no model bundle (pytest -m 'not broker and not slow and not bundle')"
+	@echo "make test-unit - the unit tier: no broker, no model bundle, a tenth of the hypothesis draws (under a minute)"
 	@echo "make lint     - ruff on stream_app export benchmarks tests, mypy --strict on stream_app"
 	@echo "make model    - fine-tune the default bundle from the Elo7 catalog into models/default/"
 	@echo "make bench    - benchmarks: model-only vs end to end, latency, fetch wait, cores, naive loop (BENCH_ARGS=...)"
@@ -57,7 +57,7 @@ lint: venv
 	$(PY) -m mypy stream_app
 
 test-unit: venv
-	$(PY) -m pytest -q -m "not broker and not slow and not bundle"
+	$(PY) -m pytest -q -m "not broker and not slow and not bundle" --hypothesis-profile=quick
 
 test: venv lint
 	$(PY) -m stream_app.broker start --port $(BROKER_PORT)

@@ -61,11 +61,7 @@ from export.catalog import (
 from export.false_alarms import block_bootstrap_indices
 from stream_app.catalog import ELO7_LABEL_COLUMN
 from stream_app.core.drift.binomial import critical_count
-from stream_app.core.drift.category_mix import (
-    DEFAULT_CATEGORY_ALPHA,
-    MIN_EXPECTED,
-    merge_plan,
-)
+from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, CategoryMixDetector, mix_statistic
 from stream_app.core.drift.cusum import (
     NEAR_QUANTILE,
     CusumChannel,
@@ -114,6 +110,7 @@ class Signals:
     in_centroid: np.ndarray | None = None  # nearest centroid per message (reported, not replayed)
     new_centroid: np.ndarray | None = None
     centroid_share: list[float] | None = None
+    category_reference_count: int | None = None  # the products category_share was counted on (n_calibration)
 
     @property
     def in_outlier(self) -> np.ndarray:
@@ -210,7 +207,7 @@ def compute_signals(bundle_dir: Path, data: Path, category: str, threads: int = 
         new_distance=np.asarray(arrays["new_distance"]), new_top=np.asarray(arrays["new_top"], dtype=np.int64),
         near_cut=drift.distance_quantiles.get(f"{NEAR_QUANTILE:g}"),
         in_centroid=np.asarray(arrays["in_centroid"]), new_centroid=np.asarray(arrays["new_centroid"]),
-        centroid_share=list(drift.centroid_share),
+        centroid_share=list(drift.centroid_share), category_reference_count=drift.n_calibration,
     )
 
 
@@ -267,11 +264,13 @@ def window_crossings(outlier: np.ndarray, window: int, critical: int) -> np.ndar
     return np.where(hit.any(axis=2), starts[None, :] + pos, -1)
 
 
-def mix_alarms(top: np.ndarray, window: int, share: Sequence[float], alpha: float) -> np.ndarray:
-    """[R, B] bool: the chi-square test of each full aligned window's top-category mix rejects (p <= alpha)."""
-    share = np.asarray(share, dtype=float)
-    share = share / share.sum()
-    bins = merge_plan(list(window * share), MIN_EXPECTED)
+def mix_alarms(top: np.ndarray, window: int, share: Sequence[float], alpha: float,
+               reference_count: int | None = None) -> np.ndarray:
+    """[R, B] bool: the chi-square test of each full aligned window's top-category mix rejects (p <= alpha),
+    as `CategoryMixDetector` with ``reference_count`` decides it."""
+    detector = CategoryMixDetector(window, share, [str(k) for k in range(len(share))], alpha,
+                                   reference_count=reference_count)
+    bins, share = detector.bins, detector.reference_share
     if len(bins) < 2:
         return np.zeros((top.shape[0], top.shape[1] // window), dtype=bool)
     bin_of = np.zeros(len(share), dtype=np.int64)
@@ -281,13 +280,13 @@ def mix_alarms(top: np.ndarray, window: int, share: Sequence[float], alpha: floa
     cells = np.arange(rows * (length // window), dtype=np.int64).repeat(window) * len(bins) + bin_of[top.reshape(-1)]
     observed = np.bincount(cells, minlength=rows * (length // window) * len(bins)).reshape(
         rows, length // window, len(bins)).astype(float)
-    expected = np.array([share[b].sum() * window for b in bins])
-    statistic = ((observed - expected) ** 2 / expected).sum(axis=2)
+    statistic = mix_statistic(observed, np.array([share[b].sum() for b in bins]), reference_count)
     return chi2.sf(statistic, len(bins) - 1) <= alpha
 
 
 def first_alerts(distance: np.ndarray, top: np.ndarray, onset: np.ndarray, tau: float, settings: DetectorSettings,
-                 channels: Sequence[CusumChannel], category_share: Sequence[float]) -> dict[str, np.ndarray]:
+                 channels: Sequence[CusumChannel], category_share: Sequence[float],
+                 category_reference_count: int | None = None) -> dict[str, np.ndarray]:
     """Per replay (row of ``distance``/``top``), the index of each detector's first alert at or after
     ``onset``, or -1 (see ``DETECTORS``, ``COMBINED``).
 
@@ -304,7 +303,8 @@ def first_alerts(distance: np.ndarray, top: np.ndarray, onset: np.ndarray, tau: 
     cross = window_crossings(outlier, w, critical)
     cross = np.where(cross >= onset[:, None], cross, -1)
     ends = np.arange(cross.shape[1]) * w + w - 1
-    mix = mix_alarms(top, w, category_share, settings.category_alpha) & (ends[None, :] >= onset[:, None])
+    mix = mix_alarms(top, w, category_share, settings.category_alpha, category_reference_count) & (
+        ends[None, :] >= onset[:, None])
     out = {
         "embedding_drift": _first(cross),
         "category_mix": np.where(mix.any(axis=1), ends[mix.argmax(axis=1)], -1),
@@ -351,7 +351,8 @@ def replay_delays(signals: Signals, share: float, settings: DetectorSettings, ch
     new_rows = rng.integers(0, len(signals.new_distance), size=(replays, length), dtype=np.int32)
     distance = np.where(novel, signals.new_distance[new_rows], signals.in_distance[in_rows])
     top = np.where(novel, signals.new_top[new_rows], signals.in_top[in_rows])
-    first = first_alerts(distance, top, onset, signals.tau, settings, channels, signals.category_share)
+    first = first_alerts(distance, top, onset, signals.tau, settings, channels, signals.category_share,
+                         signals.category_reference_count)
     out = {}
     for name, index in first.items():
         delay = np.where(index >= 0, index - onset + 1, 0)
@@ -382,7 +383,8 @@ def false_alarms(signals: Signals, settings: DetectorSettings, channels: Sequenc
         distance, top = distances[idx], tops[idx]
         outlier = distance > signals.tau
         alarms["embedding_drift"] += int((window_crossings(outlier, w, critical) >= 0).sum())
-        alarms["category_mix"] += int(mix_alarms(top, w, signals.category_share, settings.category_alpha).sum())
+        alarms["category_mix"] += int(mix_alarms(top, w, signals.category_share, settings.category_alpha,
+                                                 signals.category_reference_count).sum())
         for channel in channels:
             name = "sequential_tau" if channel.cut is None else "sequential_near"
             alarms[name] += cusum_alarm_count(channel_flags(distance, outlier, channel), channel.design.step,

@@ -83,7 +83,8 @@ def evaluate_bundle(bundle_dir: Path, data: Path, split: str = "auto", text_colu
     if use_test and len(outliers) >= DEFAULT_WINDOW:
         # Held-out in-distribution rows, resampled into a 1M-message stream through the default detectors.
         alarms = simulate_false_alarms(outliers, tops, DEFAULT_WINDOW, manifest.drift.expected_outlier_rate,
-                                       category_share=manifest.drift.category_share)
+                                       category_share=manifest.drift.category_share,
+                                       category_reference_count=manifest.drift.n_calibration)
         report["drift_false_alarms"] = {"messages": alarms.messages, "windows": alarms.windows,
                                         "embedding_alarms": alarms.embedding_alarms,
                                         "category_alarms": alarms.category_alarms, "per_100k": alarms.per_100k}

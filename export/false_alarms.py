@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import chi2
 
 from stream_app.core.drift.binomial import critical_count
-from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, MIN_EXPECTED, merge_plan
+from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, CategoryMixDetector, mix_statistic
 from stream_app.core.drift.outlier_window import DEFAULT_ALPHA
 
 
@@ -57,13 +57,16 @@ def simulate_false_alarms(
     block_size: int = 50,
     category_share: Sequence[float] | None = None,
     category_alpha: float = DEFAULT_CATEGORY_ALPHA,
+    category_reference_count: int | None = None,
 ) -> FalseAlarmResult:
     """Count alarms over ``n_messages`` (rounded down to whole windows) of resampled held-out data.
 
     ``outlier_flags``: bool per held-out message (``distance > tau``). ``top_indices``: top label
     index per message (same order), or None to skip the category-mix test. ``category_share``:
     reference shares per label; default the empirical shares of ``top_indices`` (what a calibration
-    on this same held-out set would store).
+    on this same held-out set would store). ``category_reference_count``: the products those shares
+    were counted on (the manifest's ``n_calibration``), as the worker's detector takes it; None takes
+    them as exact (`CategoryMixDetector`).
     """
     flags = np.asarray(outlier_flags, dtype=bool)
     windows = n_messages // window
@@ -88,14 +91,15 @@ def simulate_false_alarms(
             if category_share is None
             else np.asarray(category_share, dtype=float)
         )
-        share = share / share.sum()
-        bins = merge_plan(list(window * share), MIN_EXPECTED)
-        if len(bins) >= 2:
+        detector = CategoryMixDetector(window, list(share), [str(k) for k in range(n_labels)], category_alpha,
+                                       reference_count=category_reference_count)
+        bins = detector.bins
+        if detector.testable:
             sampled = tops[idx].reshape(windows, window)
             per_label = np.stack([(sampled == k).sum(axis=1) for k in range(n_labels)], axis=1)
             observed = np.stack([per_label[:, b].sum(axis=1) for b in bins], axis=1).astype(float)
-            expected = np.array([share[b].sum() * window for b in bins])
-            statistic = ((observed - expected) ** 2 / expected).sum(axis=1)
+            bin_share = np.array([detector.reference_share[b].sum() for b in bins])
+            statistic = mix_statistic(observed, bin_share, category_reference_count)
             p_values = chi2.sf(statistic, len(bins) - 1)
             category_alarms = int((p_values <= category_alpha).sum())
     return FalseAlarmResult(total, windows, embedding_alarms, category_alarms)

@@ -1,6 +1,13 @@
 """Shared pytest configuration. Fixtures live in tests/fixtures/, one module per concern."""
 
 import pytest
+from hypothesis import settings
+
+from tests.support.examples import QUICK_MAX_EXAMPLES
+
+# make test-unit loads this profile (--hypothesis-profile=quick): a tenth of the draws, see
+# tests/support/examples.py; make test and CI run the default profile.
+settings.register_profile("quick", max_examples=QUICK_MAX_EXAMPLES)
 
 pytest_plugins = [
     "tests.fixtures.bundle",

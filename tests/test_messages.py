@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from stream_app.messages import ProductEvent
 from stream_app.schemas import generate
+from tests.support.examples import examples
 
 titles = st.text(min_size=1, max_size=40).filter(lambda t: t.strip())
 product_ids = st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -29,7 +30,7 @@ event_times = st.one_of(
 )
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(pid=product_ids, title=titles, tags=tags, event_time=event_times, extra=st.dictionaries(
     st.sampled_from(["price", "seller_id", "query", "x"]), st.integers(), max_size=2))
 def test_valid_products_are_accepted(pid, title, tags, event_time, extra) -> None:

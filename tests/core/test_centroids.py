@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_app.core.centroids import CentroidIndex
+from tests.support.examples import examples
 
 
 def normalized(rows: int, dim: int, seed: int) -> np.ndarray:
@@ -27,7 +28,7 @@ def test_an_embedding_equal_to_a_centroid_is_at_distance_zero_not_below() -> Non
     assert distance.min() >= 0.0 and distance.max() <= 1e-5
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(seed=st.integers(0, 2**31), k=st.integers(1, 64), dim=st.sampled_from([8, 64, 384]),
        scale=st.floats(-3, 3).filter(lambda x: abs(x) > 1e-3))
 def test_distance_is_the_cosine_distance_to_the_nearest_centroid(seed: int, k: int, dim: int, scale: float) -> None:

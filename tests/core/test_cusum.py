@@ -33,7 +33,8 @@ from stream_app.schemas import SCHEMA_DIR
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 P0 = 0.01
 DESIGN = design_cusum(P0)  # the worker's default for a bundle calibrated at the 0.99 quantile
-CALIBRATION = SimpleNamespace(tau=0.4, quantile=1 - P0, centroid_share=[1 / 8] * 8, category_share=[])
+CALIBRATION = SimpleNamespace(tau=0.4, quantile=1 - P0, centroid_share=[1 / 8] * 8, category_share=[],
+                              n_calibration=1000)
 CONTEXT = AlertContext(model_version="v1", group_id="g", topic="products", worker_id="pod-a")
 
 

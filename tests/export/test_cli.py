@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.fixtures.bundle import ELO7, ROOT
-
-
-def run_export(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
-
-
-def assert_fails_naming(result: subprocess.CompletedProcess, *needles: str) -> None:
-    output = " ".join((result.stdout + result.stderr).split())  # rich may wrap lines
-    assert result.returncode != 0, output
-    for needle in needles:
-        assert needle in output, f"{needle!r} not in: {output[-1500:]}"
+from tests.fixtures.bundle import ELO7
+from tests.support.export_cli import assert_fails_naming, invoke_export, run_export
 
 
 def small_catalog(tmp_path: Path, **columns) -> Path:
@@ -43,8 +30,8 @@ def small_catalog(tmp_path: Path, **columns) -> Path:
 )
 def test_bad_options_are_named_and_write_nothing(tmp_path: Path, args_of, needles) -> None:
     out = tmp_path / "bundle"
-    result = run_export("train", "--data", str(ELO7), "--out", str(out), "--mode", "frozen", "--sample", "200",
-                        *args_of(tmp_path))
+    result = invoke_export("train", "--data", str(ELO7), "--out", str(out), "--mode", "frozen", "--sample", "200",
+                           *args_of(tmp_path))
     assert_fails_naming(result, *needles)
     assert not out.exists() and not any(p.name.startswith(".bundle") for p in tmp_path.iterdir())
 
@@ -52,15 +39,15 @@ def test_bad_options_are_named_and_write_nothing(tmp_path: Path, args_of, needle
 def test_empty_file_single_category_and_no_labels(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    assert_fails_naming(run_export("train", "--data", str(empty), "--out", str(tmp_path / "b"), "--mode", "frozen"),
+    assert_fails_naming(invoke_export("train", "--data", str(empty), "--out", str(tmp_path / "b"), "--mode", "frozen"),
                         "empty.csv", "empty")
     title_only = ("--text-column", "title=title", "--template-fields", "title")
     one = small_catalog(tmp_path, product_id=range(30), title=[f"t{i}" for i in range(30)], category=["x"] * 30)
-    assert_fails_naming(run_export("train", "--data", str(one), "--out", str(tmp_path / "b"), "--mode", "frozen",
-                                   *title_only), "1 distinct label")
+    assert_fails_naming(invoke_export("train", "--data", str(one), "--out", str(tmp_path / "b"), "--mode", "frozen",
+                                      *title_only), "1 distinct label")
     none = small_catalog(tmp_path, product_id=range(3), title=["a", "b", "c"], category=[None] * 3)
-    assert_fails_naming(run_export("train", "--data", str(none), "--out", str(tmp_path / "b"), "--mode", "frozen",
-                                   *title_only), "no usable rows", "category")
+    assert_fails_naming(invoke_export("train", "--data", str(none), "--out", str(tmp_path / "b"), "--mode", "frozen",
+                                      *title_only), "no usable rows", "category")
     assert not (tmp_path / "b").exists()
 
 
@@ -68,7 +55,7 @@ def test_existing_output_is_not_overwritten(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    assert_fails_naming(run_export("train", "--data", str(ELO7), "--out", str(out), "--mode", "frozen"),
+    assert_fails_naming(invoke_export("train", "--data", str(ELO7), "--out", str(out), "--mode", "frozen"),
                         "already exists", "--replace")
     assert (out / "keep.txt").read_text() == "mine"
 

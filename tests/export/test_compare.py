@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from export.compare import MARGIN, decide
-from tests.fixtures.bundle import ROOT
+from tests.support.export_cli import run_export
 
 
 @pytest.fixture(scope="module")
 def self_comparison(test_bundle: Path, small_catalog: Path) -> dict:
     """The test bundle against itself, through the real CLI."""
-    result = subprocess.run(
-        [sys.executable, "-m", "export", "compare", str(test_bundle), str(test_bundle), "--data", str(small_catalog),
-         "--json", "--resamples", "200", "--speed-rounds", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = run_export("compare", str(test_bundle), str(test_bundle), "--data", str(small_catalog), "--json",
+                        "--resamples", "200", "--speed-rounds", "1", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
 

@@ -82,7 +82,7 @@ def synthetic(seed: int = 1) -> Signals:
     return Signals("X", "v", list("abcdef"), 0.5, 0.01, share,
                    rng.random(3000) * 0.505, rng.choice(6, 3000, p=share),
                    np.where(rng.random(500) < 0.3, 0.6, 0.3 + 0.2 * rng.random(500)),
-                   rng.choice(6, 500, p=[0.1, 0, 0.3, 0.3, 0.3, 0]), near_cut=0.4545)
+                   rng.choice(6, 500, p=[0.1, 0, 0.3, 0.3, 0.3, 0]), near_cut=0.4545, category_reference_count=3000)
 
 
 def test_replayed_first_alerts_are_the_monitors() -> None:
@@ -99,9 +99,11 @@ def test_replayed_first_alerts_are_the_monitors() -> None:
     pick_new = rng.integers(0, len(signals.new_distance), size=(rows, length))
     distance = np.where(novel, signals.new_distance[pick_new], signals.in_distance[pick_in])
     top = np.where(novel, signals.new_top[pick_new], signals.in_top[pick_in])
-    replayed = first_alerts(distance, top, onset, signals.tau, settings, channels, signals.category_share)
+    replayed = first_alerts(distance, top, onset, signals.tau, settings, channels, signals.category_share,
+                            signals.category_reference_count)
     calibration = SimpleNamespace(tau=signals.tau, quantile=1 - signals.p0, centroid_share=[],
-                                  category_share=signals.category_share, distance_quantiles={"0.9": 0.4545})
+                                  category_share=signals.category_share, distance_quantiles={"0.9": 0.4545},
+                                  n_calibration=signals.category_reference_count)
     for r in range(rows):
         monitor = DriftMonitor.from_calibration(calibration, signals.labels, AlertContext(), window=settings.window,
                                                 sequential=True)

@@ -12,7 +12,8 @@ rendered as the worker renders a message, and their outlier flags and top catego
 2. resampled by ``export.false_alarms`` (circular block bootstrap, in event-time order) into
    MESSAGES in-distribution messages through the detectors at the worker's default settings: the
    window test must stay under its documented target (``outlier_window``: < 1 false alarm per
-   100,000 in-control messages), at the upper end of a 95% interval;
+   100,000 in-control messages), at the upper end of a 95% interval, and so must the category-mix
+   test, whose reference shares are a sample of ``n_calibration`` products too;
 3. and, to show that both checks can fail, a shifted stream (English fashion products) and the same
    Elo7 flags with their outliers oversampled to 3 x p0 alarm far more often.
 """
@@ -145,7 +146,8 @@ def test_false_alarm_rate_on_real_held_out_distances(test_bundle: Path) -> None:
     # -- 3. false alarms: real flags through the worker's detectors --------------------------------
     def simulate(f: np.ndarray, t: np.ndarray, messages: int, seed: int) -> FalseAlarmResult:
         return simulate_false_alarms(f, t, WINDOW, p0, alpha=ALPHA, n_messages=messages, seed=seed,
-                                     category_share=drift.category_share, category_alpha=CATEGORY_ALPHA)
+                                     category_share=drift.category_share, category_alpha=CATEGORY_ALPHA,
+                                     category_reference_count=n_cal)
 
     t0 = time.perf_counter()
     real = simulate(flags, tops, MESSAGES, seed=1)
@@ -169,6 +171,7 @@ def test_false_alarm_rate_on_real_held_out_distances(test_bundle: Path) -> None:
         "window_per_100k": per_100k(real.embedding_alarms, real.messages),
         "window_per_100k_upper95": upper_95(real.embedding_alarms, real.messages),
         "category_per_100k": per_100k(real.category_alarms, real.messages),
+        "category_per_100k_upper95": upper_95(real.category_alarms, real.messages),
         "binomial_window_per_100k_at_held_out_rate": tail_probability(c, WINDOW, float(flags.mean())) * 1e5 / WINDOW,
         "oversampled": {"outlier_rate": float(flags[hot].mean()), "messages": oversampled.messages,
                         "window_per_100k": per_100k(oversampled.embedding_alarms, oversampled.messages),
@@ -193,6 +196,12 @@ def test_false_alarm_rate_on_real_held_out_distances(test_bundle: Path) -> None:
         f"({figures['window_per_100k']:.3f} per 100k, 95% upper {figures['window_per_100k_upper95']:.3f}; "
         f"bound {BOUND_PER_100K:g}); held-out outlier rate {tau_check['rate']:.2%} (n = {n}), p0 {p0:.2%}")
 
+    # The category mix, tested against shares counted on n_calibration products (as the worker does).
+    assert figures["category_per_100k_upper95"] < BOUND_PER_100K, (
+        f"category-mix test: {real.category_alarms} false alarms in {real.messages:,} resampled held-out messages "
+        f"({figures['category_per_100k']:.3f} per 100k, 95% upper {figures['category_per_100k_upper95']:.3f}; "
+        f"bound {BOUND_PER_100K:g}; reference shares from {n_cal} products)")
+
     # The checks can fail: a shifted stream breaks both.
     lo, hi = tau_check["plausible"]
     assert not lo <= figures["fashion"]["outlier_rate"] <= hi, (
@@ -203,3 +212,5 @@ def test_false_alarm_rate_on_real_held_out_distances(test_bundle: Path) -> None:
             f"{name} control: the window test alarmed only {rate:.2f} per 100k over {figures[name]['messages']:,} "
             f"messages at outlier rate {figures[name]['outlier_rate']:.2%} (in distribution: "
             f"{figures['window_per_100k']:.3f}; needed >= {CONTROL_FACTOR * BOUND_PER_100K:g})")
+    rate = figures["fashion"]["category_per_100k"]
+    assert rate >= CONTROL_FACTOR * BOUND_PER_100K, f"fashion control: the category mix alarmed {rate:.2f} per 100k"

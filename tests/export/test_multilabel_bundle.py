@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +10,8 @@ import pytest
 
 from stream_app.core.bundle import Bundle
 from stream_app.core.pipeline import Pipeline
-from tests.fixtures.bundle import FASHION_STYLES, FASHION_TEXT, ROOT
+from tests.fixtures.bundle import FASHION_STYLES, FASHION_TEXT
+from tests.support.export_cli import run_export
 
 pytestmark = pytest.mark.bundle  # builds its own multi-label bundle (~40 s)
 LEVELS = ["masterCategory", "subCategory", "articleType"]
@@ -33,10 +32,9 @@ def fashion_catalog(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def fashion_bundle(fashion_catalog: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fashion-bundle") / "bundle"
-    cmd = [sys.executable, "-m", "export", "train", "--data", str(fashion_catalog), "--out", str(out),
-           "--mode", "frozen", "--hierarchy", ",".join(LEVELS), "--text-column", "title=productDisplayName",
-           "--template-fields", "title", "--id-column", "id", "--k", "8"]
-    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = run_export("train", "--data", str(fashion_catalog), "--out", str(out), "--mode", "frozen",
+                        "--hierarchy", ",".join(LEVELS), "--text-column", "title=productDisplayName",
+                        "--template-fields", "title", "--id-column", "id", "--k", "8")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out
 
@@ -64,8 +62,8 @@ def test_predictions_are_ranked_label_sets(fashion_bundle: Path) -> None:
 
 
 def test_evaluate_multilabel_against_baseline(fashion_bundle: Path, fashion_catalog: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "export", "evaluate", "--bundle", str(fashion_bundle), "--data",
-                             str(fashion_catalog), "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = run_export("evaluate", "--bundle", str(fashion_bundle), "--data", str(fashion_catalog), "--json",
+                        timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
     assert report["split"] == "test"

@@ -3,8 +3,6 @@ warm-started from the parent's checkpoint, gives a loadable candidate that recor
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +11,8 @@ import pytest
 from export.compare import compare_bundles
 from stream_app.core.bundle import Bundle, sha256_file
 from stream_app.core.store import BundleStore
-from tests.fixtures.bundle import ELO7, FASHION_STYLES, FASHION_TEXT, ROOT
+from tests.fixtures.bundle import ELO7, FASHION_STYLES, FASHION_TEXT
+from tests.support.export_cli import run_export
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +34,8 @@ def candidate(test_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     data = root / "new.csv"
     new_rows(100, 200, seed=11).to_csv(data, index=False)
     out = root / "candidate"
-    result = subprocess.run(
-        [sys.executable, "-m", "export", "retrain", "--from", str(test_bundle), "--data", str(data), "--out", str(out),
-         "--sample", "400"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = run_export("retrain", "--from", str(test_bundle), "--data", str(data), "--out", str(out),
+                        "--sample", "400")
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return out, data
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -13,23 +12,7 @@ import pytest
 
 from stream_app.core.bundle import Bundle
 from stream_app.core.store import BundleStore, StoreError, resolve_bundle_path, write_json_atomic
-from tests.fixtures.bundle import ROOT
-
-
-def run_export(*args: str) -> subprocess.CompletedProcess:
-    """The real command line, in a subprocess (exit code and all)."""
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-
-
-def invoke(*args: str) -> subprocess.CompletedProcess:
-    """The same typer app in this process (no interpreter start-up per call)."""
-    from typer.testing import CliRunner
-
-    from export.cli import app
-
-    result = CliRunner().invoke(app, list(args))
-    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+from tests.support.export_cli import invoke_export, run_export
 
 
 def output_of(result: subprocess.CompletedProcess) -> str:
@@ -121,7 +104,7 @@ def test_a_corrupt_source_is_not_added(tmp_path: Path, variants: list[Path], fli
     for path in variants[2].iterdir():
         (source / path.name).write_bytes(path.read_bytes())
     flip_byte(source / "centroids.faiss", 100)
-    result = invoke("promote", "--store", str(tmp_path / "store"), "--from", str(source))
+    result = invoke_export("promote", "--store", str(tmp_path / "store"), "--from", str(source))
     assert result.returncode != 0 and "centroids.faiss" in output_of(result)
     assert BundleStore(tmp_path / "store").versions() == []
 
@@ -138,22 +121,22 @@ def test_missing_version_and_bad_names_are_named(tmp_path: Path, variants: list[
 def test_cli_promote_from_rollback_and_shadow(tmp_path: Path, variants: list[Path]) -> None:
     root = tmp_path / "store"
     v1, v2 = versions_of(variants[:2])
-    assert invoke("promote", "--store", str(root), "--from", str(variants[0])).returncode == 0
-    result = invoke("promote", "--store", str(root), "--from", str(variants[1]), "--version", v2)
+    assert invoke_export("promote", "--store", str(root), "--from", str(variants[0])).returncode == 0
+    result = invoke_export("promote", "--store", str(root), "--from", str(variants[1]), "--version", v2)
     assert result.returncode == 0, output_of(result)
     store = BundleStore(root)
     assert store.read_pointer().previous == [v1] and store.serving_version() == v2
 
-    result = invoke("rollback", "--store", str(root))
+    result = invoke_export("rollback", "--store", str(root))
     assert result.returncode == 0 and store.serving_version() == v1, output_of(result)
-    result = invoke("rollback", "--store", str(root))
+    result = invoke_export("rollback", "--store", str(root))
     assert result.returncode != 0 and "no previous version" in output_of(result) and "serving.json" in output_of(result)
 
-    assert invoke("shadow", "--store", str(root), "--version", v2).returncode == 0
+    assert invoke_export("shadow", "--store", str(root), "--version", v2).returncode == 0
     assert store.shadow_version() == v2 and store.shadow_path() == root / v2
-    status = json.loads(invoke("versions", "--store", str(root), "--json").stdout)
+    status = json.loads(invoke_export("versions", "--store", str(root), "--json").stdout)
     assert status["serving"]["version"] == v1 and status["shadow"] == v2 and set(status["versions"]) == {v1, v2}
-    assert invoke("shadow", "--store", str(root), "--clear").returncode == 0
+    assert invoke_export("shadow", "--store", str(root), "--clear").returncode == 0
     assert store.shadow_version() is None
 
 

@@ -25,6 +25,7 @@ from export.tfidf_branch import (
     key_base,
 )
 from stream_app.core.model import ModelOutput, pad_batch
+from tests.support.examples import examples
 
 CLS, SEP, PAD, UNK = 101, 102, 0, 100
 SPECIAL = {CLS, SEP, PAD, UNK}
@@ -121,7 +122,7 @@ def random_branch_graph(tmp_path: Path, train: list[list[int]], weight: float
     return tfidf, linear, out
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(train=st.lists(sequences, min_size=6, max_size=30), queries=st.lists(sequences, min_size=1, max_size=8),
        weight=st.sampled_from([0.5, 1.0, 4.0]))
 def test_graph_computes_the_fitted_margins(tmp_path: Path, train, queries, weight) -> None:
@@ -138,7 +139,7 @@ def test_graph_computes_the_fitted_margins(tmp_path: Path, train, queries, weigh
     assert np.abs(TfidfBranch(tfidf, linear, weight, {}).complete(core, queries).probabilities - graph).max() < 1e-5
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(train=corpora, queries=st.lists(texts, min_size=1, max_size=6))
 def test_features_match_scikit_learn_tfidf_column_by_column(train, queries) -> None:
     """Same vocabulary, same idf and the same feature values in every column as TfidfVectorizer
@@ -158,7 +159,7 @@ def test_features_match_scikit_learn_tfidf_column_by_column(train, queries) -> N
     assert np.abs(ours - theirs).max() < 1e-12
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(train=corpora, queries=st.lists(texts, min_size=1, max_size=6), labels=st.data())
 def test_graph_margins_match_scikit_learn_column_by_column(tmp_path: Path, train, queries, labels) -> None:
     """The graph's margins, label by label and row by row, equal scikit-learn's TfidfVectorizer +
@@ -188,7 +189,7 @@ def test_graph_margins_match_scikit_learn_column_by_column(tmp_path: Path, train
         assert np.abs(graph[:, j] - expected).max() < 1e-4 * max(1.0, np.abs(expected).max()), j
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(train=corpora, queries=st.lists(texts, min_size=2, max_size=6), data=st.data())
 def test_masked_positions_and_foreign_ids_break_ngrams(tmp_path: Path, train, queries, data) -> None:
     """A position whose attention_mask is 0, or an id no n-gram can hold (negative, or beyond the
@@ -270,7 +271,7 @@ def test_out_of_fold_margins_come_from_svms_that_never_saw_the_group() -> None:
     assert np.ptp(lexicon.out_of_fold[:, 1]) < np.ptp(in_sample[:, 1]) / 2
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=examples(20), deadline=None)
 @given(train=st.lists(texts, min_size=6, max_size=30), data=st.data())
 def test_out_of_fold_margins_are_those_of_a_fit_on_the_other_folds(train, data) -> None:
     """fit_lexicon reads the text once (NgramCounts); each fold's margins are still exactly those of

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from stream_app.messages import DeadLetter, DeadLetterReason
 from stream_app.schemas import generate
 from stream_app.worker.dead_letters import RECORD_OVERHEAD_BYTES, Rejected, classify, dead_letter, dlq_key
+from tests.support.examples import examples
 
 MAX = 10_000
 
@@ -25,7 +26,7 @@ bad_values = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False),
                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(field=st.sampled_from(["product_id", "title", "tags", "description", "event_time"]), value=bad_values)
 def test_wrong_types_name_the_field(field: str, value) -> None:
     payload = {"product_id": "p1", "title": "Caneca", field: value}

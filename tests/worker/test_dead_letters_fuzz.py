@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from stream_app.core.text import TextTemplate
 from stream_app.messages import DeadLetter, DeadLetterReason, ProductEvent
 from stream_app.worker.dead_letters import Rejected, Valid, classify, dead_letter, dlq_key
+from tests.support.examples import examples
 from tests.support.hostile_inputs import (
     CORPUS,
     FUZZ,
@@ -96,7 +97,7 @@ def check_valid(event: ProductEvent) -> None:
 # -- classify ---------------------------------------------------------------------------------------
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 @given(value=raw_values(), max_bytes=st.sampled_from([64, 4_096, MAX_MESSAGE_BYTES]))
 @example(value=b'{"product_id": "x", "title": "Caneca", "n": ' + NINES + b"}", max_bytes=MAX_MESSAGE_BYTES)
 @example(value=b'{"product_id": "x", "title": "Caneca", "event_time": "0001-01-01T00:00:00+01:00"}',
@@ -110,7 +111,7 @@ def test_classify_never_raises_on_any_bytes(value: bytes, max_bytes: int) -> Non
         assert isinstance(outcome, Rejected) and outcome.reason is DeadLetterReason.TOO_LARGE
 
 
-@settings(FUZZ, max_examples=700)
+@settings(FUZZ, max_examples=examples(700))
 @given(product=hostile_products())
 def test_classify_hostile_products(product: Hostile) -> None:
     outcome = checked_classify(product.value)
@@ -129,7 +130,7 @@ def test_classify_corpus(name: str) -> None:
     checked_classify(value)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 @given(product=valid_products())
 @example(product=ValidProduct(b'{"product_id": 1, "title": "Caneca", "event_time": "2018-07-17 20:27:14"}',
                               {"product_id": 1, "title": "Caneca", "event_time": "2018-07-17 20:27:14"}))
@@ -195,7 +196,7 @@ def check_dead_letter(key: bytes | None, value: bytes | None, rejected: Rejected
     json.loads(raw)
 
 
-@settings(FUZZ, max_examples=300)
+@settings(FUZZ, max_examples=examples(300))
 @given(key=kafka_keys(), value=st.one_of(st.none(), raw_values()), rejected=st.one_of(st.none(), rejections),
        partition=st.integers(0, 2**31 - 1), offset=st.integers(0, 2**63 - 1))
 @example(key=Blob(b"k" * 1_000_000), value=Blob(b"\xff" * MAX_MESSAGE_BYTES), rejected=None, partition=0, offset=0)

@@ -28,7 +28,8 @@ W = 100
 C = critical_count(W, 0.01, 1e-6)  # outliers that decide an embedding_drift window (9)
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 LABELS = ["a", "b", "c"]
-CALIBRATION = SimpleNamespace(tau=0.4, quantile=0.99, centroid_share=[1 / 8] * 8, category_share=[0.5, 0.3, 0.2])
+CALIBRATION = SimpleNamespace(tau=0.4, quantile=0.99, centroid_share=[1 / 8] * 8, category_share=[0.5, 0.3, 0.2],
+                              n_calibration=1000)
 CLEAN_TOPS = [0] * 5 + [1] * 3 + [2] * 2  # every 10 aligned offsets match the reference mix exactly
 BOTH = {"embedding_drift", "category_mix"}
 

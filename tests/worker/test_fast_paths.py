@@ -48,6 +48,7 @@ from stream_app.worker.dead_letters import (
 )
 from stream_app.worker.outputs import OutputBuilder, Topics
 from stream_app.worker.record import ConsumedRecord
+from tests.support.examples import examples
 from tests.support.hostile_inputs import (
     CORPUS,
     EPOCH_FLOATS,
@@ -121,19 +122,19 @@ def assert_same(value: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES) -> Vali
     return fast
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=examples(500))
 @given(value=raw_values(), max_bytes=st.sampled_from([64, 4_096, MAX_MESSAGE_BYTES]))
 def test_classify_matches_the_reference_on_any_bytes(value: bytes, max_bytes: int) -> None:
     assert_same(value, max_bytes)
 
 
-@settings(FUZZ, max_examples=700)
+@settings(FUZZ, max_examples=examples(700))
 @given(product=hostile_products())
 def test_classify_matches_the_reference_on_hostile_products(product: Any) -> None:
     assert_same(product.value)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 @given(product=valid_products())
 def test_classify_matches_the_reference_on_ordinary_products(product: Any) -> None:
     assert isinstance(assert_same(product.value), Valid)
@@ -182,7 +183,7 @@ def test_classify_matches_the_reference_where_the_parsers_differ(value: bytes) -
     assert_same(value)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 @given(field=st.sampled_from(["product_id", "event_time", "tags", "price"]),
        number=st.one_of(numbers, st.floats().map(repr), st.floats(0, 253_402_300_799_999).map(repr),
                         st.integers(-(2**70), 2**70).map(str), st.sampled_from(EDGE_NUMBERS)))
@@ -190,7 +191,7 @@ def test_classify_matches_the_reference_on_numbers(field: str, number: str) -> N
     assert_same(_product(**{field: f"[{number}]" if field == "tags" else number}))
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=examples(200))
 @given(depth=st.integers(1, 1_200), kind=st.sampled_from(["[", "{"]))
 @example(depth=1_024, kind="[")
 def test_classify_matches_the_reference_at_any_nesting(depth: int, kind: str) -> None:
@@ -265,7 +266,7 @@ product_ids = st.one_of(st.integers(-(2**63), 2**63 - 1),
                             "utf-8", "surrogatepass") == s.encode("utf-8", "ignore")))
 
 
-@settings(FUZZ, max_examples=1_000)
+@settings(FUZZ, max_examples=examples(1_000))
 @given(product_id=product_ids, event_time=event_times,
        categories=st.lists(st.tuples(names, scores), max_size=6),
        distance=st.one_of(st.floats(0, 2), st.sampled_from([-0.0, 2.0, 2.0000000000000004, -1e-9, float("nan")])),

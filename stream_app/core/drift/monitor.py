@@ -184,7 +184,8 @@ class DriftMonitor:
         """Detectors for every partition from the bundle's ``DriftCalibration``, records in ``context``.
 
         Uses ``calibration.quantile`` (p0 = 1 - quantile), ``calibration.tau`` (reported only),
-        ``calibration.centroid_share`` and ``calibration.category_share`` (aligned with ``labels``).
+        ``calibration.centroid_share``, ``calibration.category_share`` (aligned with ``labels``) and
+        ``calibration.n_calibration`` (the products those shares were counted on).
         An empty ``category_share`` disables the category-mix detector. ``sequential``: also run the
         CUSUM channels (``True``: ``cusum.default_channels(calibration)``; or the given channels).
         Bad parameters (quantile, alpha, a length mismatch) raise ``ValueError`` here, not on the
@@ -208,7 +209,7 @@ class DriftMonitor:
             made: list[Detector] = [window_test]
             if shares:
                 made.append(CategoryMixDetector(window_size=window, reference_share=shares, labels=labels,
-                                                alpha=category_alpha))
+                                                alpha=category_alpha, reference_count=calibration.n_calibration))
             if channels:
                 # Quiet while the window test reports the partition: the CUSUM only speaks ahead of it.
                 made.append(SequentialOutlierDetector(channels, quiet=lambda: window_test.reporting))
