@@ -89,6 +89,7 @@ from benchmarks.worker import (
     WorkerProcess,
     batch_delta,
     die_with_parent,
+    preflight,
     process_memory_mb,
     run_command,
     sched_delta,
@@ -96,8 +97,7 @@ from benchmarks.worker import (
     worker_batch_stats,
     worker_env,
 )
-from stream_app.broker import free_port, is_ready
-from stream_app.core.bundle import Bundle, BundleError
+from stream_app.broker import free_port
 from stream_app.core.store import BundleStore
 from stream_app.settings import Settings
 
@@ -504,15 +504,7 @@ def run(
     rounds = 1 if quick else 2
     stage_rounds = rounds_option or rounds
     checkpoint = torch_checkpoint or default_checkpoint(bundle)
-    if not is_ready(broker):
-        console.print(f"[red]no broker answers at {broker}[/red] "
-                      "(start one: python -m stream_app.broker start --port N)")
-        raise typer.Exit(2)
-    try:
-        loaded = Bundle.load(bundle)
-    except BundleError as exc:
-        console.print(f"[red]bad bundle[/red]: {exc}")
-        raise typer.Exit(2) from exc
+    loaded = preflight(broker, bundle, console)
     r: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(),
         "config": {"bundle": str(bundle), "broker": broker, "torch_checkpoint": str(checkpoint), "messages": n,

@@ -81,12 +81,12 @@ from benchmarks.worker import (
     BenchmarkError,
     BenchTopics,
     WorkerProcess,
+    preflight,
     process_memory_mb,
     run_command,
     worker_env,
 )
-from stream_app.broker import free_port, is_ready, recorded_pid
-from stream_app.core.bundle import Bundle, BundleError
+from stream_app.broker import free_port, recorded_pid
 from stream_app.kafka.admin import create_topics
 from stream_app.kafka.config import client_config, consumer_config, producer_config
 from stream_app.settings import Settings
@@ -669,15 +669,7 @@ def run(
 ) -> None:
     """Soak the real worker with Elo7 products, then a flood of ~900 KB messages; sample its RSS."""
     warmup = min(warmup, messages // 2)
-    if not is_ready(broker):
-        console.print(f"[red]no broker answers at {broker}[/red] "
-                      "(start one: python -m stream_app.broker start --port N)")
-        raise typer.Exit(2)
-    try:
-        loaded = Bundle.load(bundle)
-    except BundleError as exc:
-        console.print(f"[red]bad bundle[/red]: {exc}")
-        raise typer.Exit(2) from exc
+    loaded = preflight(broker, bundle, console)
     overrides: dict[str, str] = {}
     for item in worker_env_overrides:
         name, sep, value = item.partition("=")

@@ -44,7 +44,10 @@ from typing import Any
 
 import typer
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from rich.console import Console
 
+from stream_app.broker import is_ready
+from stream_app.core.bundle import Bundle, BundleError
 from stream_app.kafka.admin import create_topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +82,19 @@ class BenchTopics:
         create_topics(broker, {topics.input: partitions, topics.output: partitions, topics.drift: 1,
                                topics.dlq: partitions, topics.naive_output: partitions})
         return topics
+
+
+def preflight(broker: str, bundle: Path, console: Console) -> Bundle:
+    """The loaded bundle, or exit 2 with the reason printed: no broker answers, or the bundle is invalid."""
+    if not is_ready(broker):
+        console.print(f"[red]no broker answers at {broker}[/red] "
+                      "(start one: python -m stream_app.broker start --port N)")
+        raise typer.Exit(2)
+    try:
+        return Bundle.load(bundle)
+    except BundleError as exc:
+        console.print(f"[red]bad bundle[/red]: {exc}")
+        raise typer.Exit(2) from exc
 
 
 def worker_env(broker: str, topics: BenchTopics, bundle: Path, data_dir: Path, web_port: int,

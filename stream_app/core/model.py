@@ -58,8 +58,8 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 # What one more onnxruntime call costs, in padded tokens: with one intra-op thread a call of n texts
 # padded to L tokens takes about (10 + n * L) x 0.07 ms for L <= 64 (measured on the bundle's INT8
-# encoder; docs/benchmarks.md, "Model calls"). The cut is not sensitive to it: 5 and 20 plan
-# within 5% of 10 on real windows.
+# encoder; docs/benchmarks.md, "Model calls"). The cut is not sensitive to it: with 5 or 20 real
+# windows ran within 6% of 10.
 CALL_OVERHEAD_TOKENS = 10
 
 

@@ -186,7 +186,7 @@ class EmbeddingDriftAlert(_Record):
 
 
 class CategoryMixAlert(_Record):
-    """The mix of predicted top categories departs from the reference (chi-square goodness of fit)."""
+    """The mix of predicted top categories departs from the calibration's (two-sample chi-square)."""
 
     type: Literal["category_mix"] = "category_mix"
     status: Literal["firing"] = "firing"

@@ -11,10 +11,9 @@ products, so they carry their own sampling error; a goodness-of-fit test against
 were exact sees that error as drift: the statistic's variance grows by ``1 + n / m`` for ``m``
 reference products (2.6x for a window of 500 against 307 products, 1.15x against 3,400), and at
 alpha = 1e-6 the false alarms grow ~8x (3,400 products) to ~18,000x (307), by the chi-square tail
-scaled by that factor. With ``reference_count`` = m the
-test is Pearson's two-sample (homogeneity) chi-square of the 2 x k table (window counts, reference
-counts ``m * share``), ``mix_statistic``; without it (``None``), the goodness of fit of the shares
-as exact.
+scaled by that factor. With ``reference_count`` = m the test is Pearson's two-sample (homogeneity)
+chi-square of the 2 x k table (window counts, reference counts ``m * share``), ``mix_statistic``;
+without it (``None``), the goodness of fit of the shares as exact.
 
 Small reference shares: categories are MERGED, not floored. The chi-square approximation needs
 expected counts of about 5 or more (Cochran's rule); flooring a zero share with an epsilon would
