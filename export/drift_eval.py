@@ -49,7 +49,6 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.stats import chi2
 
 from export.catalog import (
     ELO7_TEXT_COLUMNS,
@@ -61,7 +60,7 @@ from export.catalog import (
 from export.false_alarms import block_bootstrap_indices
 from stream_app.catalog import ELO7_LABEL_COLUMN
 from stream_app.core.drift.binomial import critical_count
-from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, CategoryMixDetector, mix_statistic
+from stream_app.core.drift.category_mix import DEFAULT_CATEGORY_ALPHA, CategoryMixDetector
 from stream_app.core.drift.cusum import (
     NEAR_QUANTILE,
     CusumChannel,
@@ -270,18 +269,11 @@ def mix_alarms(top: np.ndarray, window: int, share: Sequence[float], alpha: floa
     as `CategoryMixDetector` with ``reference_count`` decides it."""
     detector = CategoryMixDetector(window, share, [str(k) for k in range(len(share))], alpha,
                                    reference_count=reference_count)
-    bins, share = detector.bins, detector.reference_share
-    if len(bins) < 2:
-        return np.zeros((top.shape[0], top.shape[1] // window), dtype=bool)
-    bin_of = np.zeros(len(share), dtype=np.int64)
-    for k, members in enumerate(bins):
-        bin_of[members] = k
     rows, length = top.shape
-    cells = np.arange(rows * (length // window), dtype=np.int64).repeat(window) * len(bins) + bin_of[top.reshape(-1)]
-    observed = np.bincount(cells, minlength=rows * (length // window) * len(bins)).reshape(
-        rows, length // window, len(bins)).astype(float)
-    statistic = mix_statistic(observed, np.array([share[b].sum() for b in bins]), reference_count)
-    return chi2.sf(statistic, len(bins) - 1) <= alpha
+    windows, labels = length // window, len(share)
+    cells = np.arange(rows * windows, dtype=np.int64).repeat(window) * labels + top[:, : windows * window].reshape(-1)
+    per_label = np.bincount(cells, minlength=rows * windows * labels).reshape(rows, windows, labels)
+    return detector.rejects(per_label)
 
 
 def first_alerts(distance: np.ndarray, top: np.ndarray, onset: np.ndarray, tau: float, settings: DetectorSettings,

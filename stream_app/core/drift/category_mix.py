@@ -149,13 +149,28 @@ class CategoryMixDetector(WindowedTest):
         """The chi-square value whose p-value is alpha."""
         return float(chi2.isf(self.alpha, degrees_of_freedom))
 
-    def test(self, counts: np.ndarray, bins: list[list[int]] | None = None) -> tuple[float, float]:
-        """Chi-square statistic and p-value of per-label ``counts`` over the merged ``bins``."""
+    def statistic(self, counts: np.ndarray, bins: list[list[int]] | None = None) -> np.ndarray:
+        """Chi-square statistic of per-label ``counts`` (shape ``[..., labels]``: one window or many)
+        over the merged ``bins`` (default: the plan of a full window)."""
         bins = self.bins if bins is None else bins
-        observed = np.array([counts[b].sum() for b in bins], dtype=float)
+        counts = np.asarray(counts)
+        observed = np.stack([counts[..., b].sum(axis=-1) for b in bins], axis=-1).astype(float)
         share = np.array([self.reference_share[b].sum() for b in bins], dtype=float)
-        statistic = float(mix_statistic(observed, share, self.reference_count))
+        return mix_statistic(observed, share, self.reference_count)
+
+    def test(self, counts: np.ndarray, bins: list[list[int]] | None = None) -> tuple[float, float]:
+        """Chi-square statistic and p-value of one window's per-label ``counts`` over ``bins``."""
+        bins = self.bins if bins is None else bins
+        statistic = float(self.statistic(counts, bins))
         return statistic, float(chi2.sf(statistic, len(bins) - 1))
+
+    def rejects(self, counts: np.ndarray) -> np.ndarray:
+        """Per full window (rows of ``counts``, shape ``[..., labels]``): does the test decide drift?
+        The decision `update` makes at a full window's end, vectorized for build-time replays."""
+        counts = np.asarray(counts)
+        if not self.testable:
+            return np.zeros(counts.shape[:-1], dtype=bool)
+        return np.asarray(chi2.sf(self.statistic(counts), len(self.bins) - 1) <= self.alpha)
 
     def _observe(self, observation: Observation, window_start: int) -> None:
         """Count one observation; the verdict comes at the window's end."""
