@@ -69,8 +69,11 @@ def frame_name(frame: str) -> str:
     return f"{match['func']} ({Path(match['file']).name})"
 
 
-def thread_role(thread: str) -> str:
-    """The worker's threads by name: the event loop (main), Faust's consumer thread, the model's."""
+def thread_role(thread: str, process: str = "") -> str:
+    """The worker's threads by name: the event loop (main), Faust's consumer thread, the model's (the
+    inference thread, or the model process's main thread: py-spy ``--subprocesses`` names it)."""
+    if "model_process" in process:
+        return "model process"
     if thread == "MainThread":
         return "event loop"
     if thread.startswith("inference"):
@@ -88,10 +91,12 @@ def summarize(raw: str, top: int) -> dict[str, Any]:
             continue
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        thread = ""
+        thread = process = ""
+        if frames and frames[0].startswith("process "):  # --subprocesses: "process PID:"COMMAND LINE""
+            process = frames.pop(0)
         if frames and frames[0].startswith("thread ("):  # "thread (TID): NAME"
             thread = frames.pop(0).partition(": ")[2]
-        stacks[thread_role(thread)][tuple(frame_name(f) for f in frames)] += int(count)
+        stacks[thread_role(thread, process)][tuple(frame_name(f) for f in frames)] += int(count)
     total = sum(sum(c.values()) for c in stacks.values())
     out: dict[str, Any] = {"samples": total, "threads": {}}
     for role, counter in stacks.items():
@@ -211,8 +216,9 @@ def run(
             if not collector.wait_for(warmup, 180, worker):
                 raise BenchmarkError(f"warm-up: {collector.count()} of {warmup} outputs")
             console.print(f"warm: {warmup} outputs; profiling {messages} messages (py-spy {rate} Hz)")
-            spy_proc = subprocess.Popen([spy, "record", "--pid", str(worker.pid), "--rate", str(rate), "--format",
-                                         "raw", "--threads", "--nonblocking", "--output", str(raw_path)],
+            spy_proc = subprocess.Popen([spy, "record", "--pid", str(worker.pid), "--rate", str(rate),
+                                         "--format", "raw", "--threads", "--subprocesses", "--nonblocking",
+                                         "--output", str(raw_path)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(1.0)  # py-spy attaches
             started = time.time()

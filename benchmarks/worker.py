@@ -8,11 +8,14 @@ Contract:
 * `WorkerProcess.start()` launches the worker in its own session; `stop()` sends SIGTERM, waits,
   then SIGKILLs; it is idempotent and safe in ``finally`` blocks. On Linux the worker is also
   killed if the benchmark process dies (PR_SET_PDEATHSIG), so no orphan keeps the cores busy.
-* `cpu_seconds(pid)` is the CPU time (user + system, all threads) the process used so far, from
-  ``/proc/PID/stat``; `assigned_partitions(port)` reads how many input partitions a worker holds
-  from its ``/readyz`` (None while it does not answer).
-* `thread_sched(pid)` / `sched_delta`: per-thread seconds on a CPU and waiting for one
-  (``/proc/PID/task/TID/schedstat``): tells a worker slowed by other processes from a slow worker.
+* The worker is a process tree: the worker and its model processes (STREAM_INFERENCE_PROCESS).
+  `cpu_seconds(pid)` is the CPU time (user + system, all threads, the model processes included) the
+  worker used so far, from ``/proc/PID/stat``; `process_memory_mb(pid)` sums their memory;
+  `assigned_partitions(port)` reads how many input partitions a worker holds from its ``/readyz``
+  (None while it does not answer).
+* `thread_sched(pid)` / `sched_delta`: per-thread seconds (the model processes' threads included)
+  on a CPU and waiting for one (``/proc/PID/task/TID/schedstat``): tells a worker slowed by other
+  processes from a slow worker.
 * `worker_batch_stats(port)` reads the micro-batch count, mean size and model seconds from a worker's
   ``/metrics``; `batch_delta` turns two readings into what happened in between.
 * `OutputCollector` consumes a topic from the beginning on a background thread (``assign``, no
@@ -182,41 +185,74 @@ class WorkerProcess:
         return self.proc.returncode
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its children (the worker and its model processes: the serving model's and a shadow's)."""
+    children: list[int] = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            children += [int(c) for c in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    return [pid, *children]
+
+
 def process_memory_mb(pid: int) -> dict[str, float]:
-    """VmRSS (resident now) and VmHWM (peak resident) of ``pid`` in MiB, from /proc/PID/status."""
-    out: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            out[name] = int(value.split()[0]) / 1024  # kB -> MiB
+    """VmRSS (resident now) and VmHWM (peak resident) in MiB, from /proc/PID/status, summed over ``pid``
+    and its children (the sum of the peaks bounds the peak of the sum); ``processes`` says how many."""
+    out: dict[str, float] = {"VmRSS": 0.0, "VmHWM": 0.0, "processes": 0}
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue  # a model process that just exited
+        out["processes"] += 1
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                out[name] += int(value.split()[0]) / 1024  # kB -> MiB
     return out
 
 
+def _stat_fields(path: str) -> list[str]:
+    stat = Path(path).read_text()
+    return stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
+
+
 def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """User + system CPU seconds of ``pid`` (every thread) so far, from /proc/PID/stat; with ``tid``, of
-    that thread only (/proc/PID/task/TID/stat; the main thread's tid is the pid)."""
-    stat = Path(f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 onwards
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of ``pid``, its live children (the model processes) and its
+    reaped children (a swapped-out model's), from /proc/PID/stat; with ``tid``, of that thread of
+    ``pid`` only (/proc/PID/task/TID/stat; the main thread's tid is the pid)."""
+    if tid is not None:
+        fields = _stat_fields(f"/proc/{pid}/task/{tid}/stat")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14-15
+    fields = _stat_fields(f"/proc/{pid}/stat")
+    ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime: fields 14-17 of proc(5)
+    for child in process_tree(pid)[1:]:
+        with contextlib.suppress(OSError):
+            child_fields = _stat_fields(f"/proc/{child}/stat")
+            ticks += int(child_fields[11]) + int(child_fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def thread_sched(pid: int) -> dict[int, tuple[float, float]]:
-    """Per thread of ``pid``: (seconds on a CPU, seconds runnable but waiting for a CPU), from schedstat."""
+    """Per thread of ``pid`` and of its children: (seconds on a CPU, seconds runnable but waiting for a
+    CPU), from schedstat."""
     out: dict[int, tuple[float, float]] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            run, wait, _ = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
-        except (OSError, ValueError):
-            continue
-        out[int(tid)] = (int(run) / 1e9, int(wait) / 1e9)
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{member}/task"):
+                try:
+                    run, wait, _ = Path(f"/proc/{member}/task/{tid}/schedstat").read_text().split()
+                except (OSError, ValueError):
+                    continue
+                out[int(tid)] = (int(run) / 1e9, int(wait) / 1e9)
     return out
 
 
 def sched_delta(pid: int, before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]],
                 seconds: float) -> dict[str, dict[str, float]]:
-    """Shares of ``seconds`` that the busiest non-main thread (the inference thread) and the main thread (the
-    event loop) spent on a CPU and waiting for one: a thread waiting for a CPU is slowed by other processes."""
+    """Shares of ``seconds`` that the busiest thread other than the worker's main thread (the model: the
+    model process's main thread, or the inference thread with STREAM_INFERENCE_PROCESS=false) and the main
+    thread (the event loop) spent on a CPU and waiting for one: a thread waiting for a CPU is slowed by
+    other processes."""
     deltas = {tid: (a[0] - before.get(tid, (0.0, 0.0))[0], a[1] - before.get(tid, (0.0, 0.0))[1])
               for tid, a in after.items()}
     out: dict[str, dict[str, float]] = {}

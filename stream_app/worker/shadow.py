@@ -152,13 +152,13 @@ class ShadowScorer:
 
     async def _score(self, chosen: list[tuple[str, Prediction]], serving_version: str) -> None:
         texts = [text for text, _ in chosen]
-        pipeline = self.model.pipeline
-        assert pipeline is not None
+        predict = self.model.predict
+        assert predict is not None
 
-        def timed_predict() -> tuple[list[Prediction], float]:
+        def timed_predict() -> tuple[Sequence[Prediction], float]:
             # Timed on the inference thread: the cost is the model's, not the wait behind serving batches.
             started = time.perf_counter()
-            return pipeline.predict(texts), time.perf_counter() - started
+            return predict(texts), time.perf_counter() - started
 
         try:
             predictions, seconds = await asyncio.get_running_loop().run_in_executor(self._executor, timed_predict)

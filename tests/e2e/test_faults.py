@@ -510,12 +510,15 @@ def test_launcher_injects_exactly_what_it_is_told(monkeypatch: pytest.MonkeyPatc
     import asyncio
 
     from stream_app.core.pipeline import Pipeline
+    from stream_app.worker.model_process import ModelProcess
     from stream_app.worker.transport import FaustPublisher
     from tests.support import fault_launcher as launcher
 
     real_send = FaustPublisher.send
     monkeypatch.setattr(FaustPublisher, "send", real_send)  # monkeypatch restores it after the test
     monkeypatch.setattr(Pipeline, "predict", lambda self, texts: [f"p:{t}" for t in texts])
+    monkeypatch.setattr(ModelProcess, "predict", lambda self, texts: [f"m:{t}" for t in texts])
+    monkeypatch.setattr(ModelProcess, "start", lambda self: None)
 
     class Topic:
         def __init__(self) -> None:
@@ -581,4 +584,8 @@ def test_launcher_injects_exactly_what_it_is_told(monkeypatch: pytest.MonkeyPatc
     assert Pipeline.predict(None, ["warm up"]) == ["p:warm up"]  # call 1: the warm-up passes
     with pytest.raises(launcher.InjectedFault):
         Pipeline.predict(None, ["a", "b"])
+    launcher.install({"FAULT_PREDICT_FAIL_AFTER": "1"})  # the same rule at the model process's seam
+    ModelProcess.start(None)  # type: ignore[arg-type]  # its start-up canary is call 1, the warm-up
+    with pytest.raises(launcher.InjectedFault):
+        ModelProcess.predict(None, ["a"])  # type: ignore[arg-type]
     assert [e["kind"] for e in fault_events(tmp_path)] == ["send_hang", "send_delay", "send_fail"]

@@ -60,6 +60,8 @@ def test_swap_under_load_loses_nothing_and_switches_once_per_partition(
                           shadow_topic=f"shadow-{uuid.uuid4().hex[:8]}")
     pid = worker.proc.pid if worker.proc else None
     try:
+        first_model = worker.model_processes()
+        assert len(first_model) == 1, first_model
         events = [elo7_event(r) for r in elo7_rows(900, seed=21).itertuples()]
         keys = {str(e["product_id"]) for e in events}
         produce_events(broker, topics.input, events[:600])
@@ -86,6 +88,9 @@ def test_swap_under_load_loses_nothing_and_switches_once_per_partition(
         print(json.dumps({"outputs": len(outputs), "switched_partitions": switches,
                           "longest_gap_s": round(max(gaps), 3)}))
         assert worker.proc is not None and worker.proc.pid == pid and worker.alive()
+        # The swapped-out model's process ends once its last batch is done: one model process, the new one.
+        _wait_until(lambda: len(worker.model_processes()) == 1, timeout=30)
+        assert worker.model_processes() != first_model
     finally:
         assert worker.terminate() == 0, worker.tail()
 

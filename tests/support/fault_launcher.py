@@ -4,7 +4,9 @@ It replaces ``python -m stream_app worker``: it reads the ``FAULT_*`` variables 
 
 * ``stream_app.worker.transport.FaustPublisher.send(self, topic, key, value)`` (async; awaiting it hands
   the record to the producer and returns an awaitable of the broker acknowledgement), and
-* ``stream_app.core.pipeline.Pipeline.predict(self, texts)`` (one prediction per text),
+* ``stream_app.core.pipeline.Pipeline.predict(self, texts)`` (one prediction per text) and
+  ``stream_app.worker.model_process.ModelProcess.predict(self, texts)``, the same call made in the
+  model process (the default, STREAM_INFERENCE_PROCESS): whichever the worker serves with,
 
 then calls ``stream_app.__main__.main()`` with argv ``["worker"]``. Nothing else is touched; with no
 ``FAULT_*`` variable set the worker behaves exactly as ``python -m stream_app worker``.
@@ -109,6 +111,7 @@ def install(environ: dict[str, str] | None = None) -> dict[str, str]:
     events = Events(env.get("FAULT_EVENTS_PATH"))
 
     from stream_app.core.pipeline import Pipeline
+    from stream_app.worker.model_process import ModelProcess
     from stream_app.worker.transport import FaustPublisher
 
     # -- publish ----------------------------------------------------------------------------------
@@ -173,8 +176,10 @@ def install(environ: dict[str, str] | None = None) -> dict[str, str]:
     calls = itertools.count(1)
     calls_lock = threading.Lock()
     original_predict = Pipeline.predict
+    original_process_predict = ModelProcess.predict
+    original_start = ModelProcess.start
 
-    def predict(self: Any, texts: Any) -> Any:
+    def faulty(original: Any, self: Any, texts: Any) -> Any:
         with calls_lock:
             n = next(calls)
         if predict_fail_n is not None and n > predict_fail_n:
@@ -182,9 +187,19 @@ def install(environ: dict[str, str] | None = None) -> dict[str, str]:
             raise InjectedFault(f"injected model failure (call #{n}, {len(texts)} texts)")
         if predict_delay and n > 1:
             time.sleep(predict_delay)
-        return original_predict(self, texts)
+        return original(self, texts)
 
-    Pipeline.predict = predict  # type: ignore[method-assign]
+    def start(self: Any) -> None:
+        # The model process scores the start-up canary itself: that is call 1, the warm-up.
+        with calls_lock:
+            next(calls)
+        original_start(self)
+
+    # The worker's seam is Pipeline.predict with STREAM_INFERENCE_PROCESS=false, ModelProcess.predict
+    # (in the worker process, around the child) by default.
+    Pipeline.predict = lambda self, texts: faulty(original_predict, self, texts)  # type: ignore[method-assign]
+    ModelProcess.predict = lambda self, texts: faulty(original_process_predict, self, texts)  # type: ignore[method-assign]
+    ModelProcess.start = start  # type: ignore[method-assign]
     return applied
 
 

@@ -6,6 +6,7 @@ Everything goes through the real broker with confluent-kafka clients; topics are
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import signal
@@ -91,6 +92,19 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def model_processes(self) -> list[int]:
+        """Pids of the worker's live model processes (children running stream_app.worker.model_process)."""
+        assert self.proc is not None
+        pids: list[int] = []
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                for child in (task / "children").read_text().split():
+                    cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+                    state = Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[0]
+                    if b"stream_app.worker.model_process" in cmdline and state != "Z":
+                        pids.append(int(child))
+        return pids
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

@@ -7,7 +7,6 @@ import json
 import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -30,7 +29,6 @@ class Candidate:
         self.calls: list[list[str]] = []
         self.top, self.fail = top, fail
         self.version = "candidate"
-        self.pipeline = SimpleNamespace(predict=self.predict)
 
     def predict(self, texts: Sequence[str]) -> list[Prediction]:
         self.calls.append(list(texts))
@@ -50,7 +48,7 @@ def scorer(candidate: Candidate, sent: list[tuple[bytes, bytes]], *, share: floa
         sent.append((key, value))
 
     executor = ThreadPoolExecutor(1)
-    model: Any = candidate  # duck-typed ServingModel: the scorer reads .pipeline and .version
+    model: Any = candidate  # duck-typed ServingModel: the scorer reads .predict and .version
     return ShadowScorer(model, share, window, executor, send, "w1", batch=batch, max_wait_s=max_wait_s), executor
 
 
