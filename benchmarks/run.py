@@ -243,8 +243,8 @@ def judge_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _busy_note(lat: dict[str, Any]) -> str:
-    """Why a latency is what it is: batch sizes, how busy the model was, and whether the inference thread
-    ran or waited for a CPU taken by other processes."""
+    """Why a latency is what it is: batch sizes, how busy the model was, and whether the model's thread (the
+    model process's main thread) ran or waited for a CPU taken by other processes."""
     note = ""
     wb = lat.get("worker_batches")
     if isinstance(wb, list):  # rounds: the first round's
@@ -257,7 +257,7 @@ def _busy_note(lat: dict[str, Any]) -> str:
         threads = next((x for x in threads if x), None)
     if threads and "inference" in threads:
         t = threads["inference"]
-        note += f"; inference thread on a CPU {t['on_cpu']:.0%}, waiting for one {t['waiting_for_cpu']:.0%}"
+        note += f"; the model's thread on a CPU {t['on_cpu']:.0%}, waiting for one {t['waiting_for_cpu']:.0%}"
     if lat.get("load_avg_1m") is not None:
         note += f"; load {lat['load_avg_1m']:.1f}"
     return note
@@ -349,7 +349,7 @@ def render_table(r: dict[str, Any]) -> Table:
             inference = ""
             if batches.get("inference_s_total"):
                 rate = batches["mean_batch_size"] * batches["batches"] / batches["inference_s_total"]
-                inference = f"; its inference thread: {rate:,.0f} texts/s"
+                inference = f"; its model calls: {rate:,.0f} texts/s"
             table.add_row("  worker micro-batches", f"mean {batches['mean_batch_size']:.1f}", "",
                           f"{batches['batches']:.0f} batches (STREAM_BATCH_SIZE {micro}, "
                           f"STREAM_MODEL_BATCH_SIZE {mb}){inference}")
