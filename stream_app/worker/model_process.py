@@ -4,7 +4,7 @@ Why: in one process the inference thread gives the GIL back at every onnxruntime
 it at every return (a micro-batch of 256 is ~30 calls) while the event loop and Faust's consumer
 thread hold it; on this machine it slept on the GIL 7-9% of its time under a backlog
 (docs/benchmarks.md, "The GIL"). In a child process the model has an interpreter of its own and the
-worker's inference thread only waits on a pipe.
+worker's inference thread only waits on a socket.
 
 Contract of `ModelProcess`:
 * ``start()`` starts the child (``python -m stream_app.worker.model_process``: a fresh interpreter,
@@ -21,7 +21,7 @@ Contract of `ModelProcess`:
   while the canary still passes (worker/inference.py), so no input stops the worker this way either.
 * ``close()`` ends the child (idempotent). It is also called when the object is garbage-collected: a
   swapped-out model's child exits once the last batch that uses it is done. The child exits by
-  itself when the worker dies (end of file on its pipe), and ignores SIGINT/SIGTERM, which the
+  itself when the worker dies (end of file on its socket), and ignores SIGINT/SIGTERM, which the
   worker handles (drain, commit) and which a terminal or a container runtime may send to the whole
   process group.
 """
@@ -73,7 +73,7 @@ def _serve(conn: Connection, bundle_path: str, threads: int, batch_size: int, ca
         try:
             texts = conn.recv()
         except (EOFError, OSError):
-            return  # the worker closed the pipe or died
+            return  # the worker closed the socket or died
         try:
             reply: tuple[str, Any] = ("ok", pipeline.predict(texts))
         except Exception as exc:  # noqa: BLE001 - the parent decides whose fault it is (Inference)
@@ -82,7 +82,7 @@ def _serve(conn: Connection, bundle_path: str, threads: int, batch_size: int, ca
 
 
 def _end(process: subprocess.Popen[bytes], conn: Connection) -> None:
-    """Close the pipe (the child exits on EOF) and reap the child; kill it if it does not go."""
+    """Close the socket (the child exits on EOF) and reap the child; kill it if it does not go."""
     conn.close()
     try:
         process.wait(timeout=5.0)
