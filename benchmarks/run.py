@@ -616,7 +616,6 @@ def run(
                 if "worker_memory_mb" not in r:  # a stage failed before the end: keep the evidence
                     r["worker_log_tail"] = worker.tail()
 
-            middle = sorted(r["end_to_end_rounds"], key=lambda x: x["ratio"])[len(r["end_to_end_rounds"]) // 2]
             reference = (r["model_only"]["sorted_tps"] + r["model_only"]["sorted_tps_after_e2e"]) / 2
             r["ratios"]["model_same_batching_reference"] = middle["window_tps"]
             r["ratios"]["e2e_over_model_same_batching"] = middle["ratio"]  # primary, vs E2E_TARGET
